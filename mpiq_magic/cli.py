@@ -1,0 +1,67 @@
+"""The ``mpiq`` command line: ``mpiq run``, ``mpiq demo``, ``mpiq ghz``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Sequence
+
+from .kernel.errors import MPIQError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .launch import mpiq_command
+
+    if not os.path.exists(args.script):
+        raise MPIQError(f"Script '{args.script}' does not exist.")
+    cmd, env = mpiq_command(
+        [sys.executable, args.script, *args.script_args],
+        classical=args.classical,
+        quantum=args.quantum,
+        devices=args.devices,
+    )
+    if args.timeout:
+        cmd = ["timeout", "--kill-after=5", str(args.timeout), *cmd]
+    return subprocess.call(cmd, env={**os.environ, **env})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpiq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a script under the bundled mpiexec with C classical + Q quantum processes")
+    run.add_argument("-c", "--classical", type=int, default=1, help="classical ranks (default 1)")
+    run.add_argument("-q", "--quantum", type=int, default=2, help="quantum processes (default 2)")
+    run.add_argument("--devices", help="devices TOML file (default: Q local devices on 127.0.0.1)")
+    run.add_argument("--timeout", type=int, default=0, help="kill the job after this many seconds (0: no limit)")
+    run.add_argument("script")
+    run.add_argument("script_args", nargs=argparse.REMAINDER)
+    run.set_defaults(func=_cmd_run)
+
+    _add_ghz_commands(sub)
+    return parser
+
+
+def _add_ghz_commands(sub) -> None:
+    """``demo`` and ``ghz`` live with the GHZ pipeline; absent until it is installed."""
+    try:
+        from .ghz.cli import add_commands
+    except ImportError:
+        return
+    add_commands(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MPIQError as exc:
+        print(f"mpiq: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

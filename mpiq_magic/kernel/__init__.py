@@ -1,0 +1,117 @@
+"""The MPI-Q core: hybrid communicator, point-to-point, collectives and the hybrid barrier.
+
+>>> from mpiq_magic import kernel as mpiq
+>>> hc = mpiq.init(devices="devices.toml", classical=1)   # MPIQ_Init  # doctest: +SKIP
+
+Paper name -> API: MPIQ_Init -> :func:`init`; MPIQ_Send/Recv -> ``hc.send``/``hc.recv``
+(``Send``/``Recv`` for buffers); MPIQ_Bcast/Scatter/Gather/Allgather -> ``hc.bcast`` ...;
+MPIQ_Barrier -> ``hc.barrier(CC | QQ | ALL)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from mpi4py import MPI
+
+from .addressing import ANY_SOURCE, ANY_TAG, Device, QRank, Rank
+from .barrier import ALL, CC, QQ, BarrierFlag, BarrierRecord
+from .comm import HybridComm, Request
+from .config import DeviceSpec, default_devices, load_devices, resolve_devices
+from .errors import (
+    AddressError,
+    BindingError,
+    ConfigError,
+    MPIQError,
+    MPIQTimeoutError,
+    SendQError,
+)
+from .topology import Topology, check_binding, local_host_info, map_classical, map_quantum
+from .waiting import DEFAULT_TIMEOUT, Deadline, poll
+
+__all__ = [
+    "init", "HybridComm", "Request", "Rank", "QRank", "Device", "ANY_SOURCE", "ANY_TAG",
+    "CC", "QQ", "ALL", "BarrierFlag", "BarrierRecord", "DeviceSpec", "Topology",
+    "load_devices", "default_devices", "MPIQError", "ConfigError", "BindingError",
+    "AddressError", "SendQError", "MPIQTimeoutError",
+]
+
+
+def _classical_ranks(classical: int | Sequence[int] | None, size: int) -> list[int]:
+    if classical is None:
+        classical = int(os.environ.get("MPIQ_CLASSICAL", "1"))
+    if isinstance(classical, int) and not isinstance(classical, bool):
+        if not 0 <= classical <= size:
+            raise ConfigError(
+                f"classical={classical} is impossible with {size} process(es); use 0..{size}."
+            )
+        return list(range(classical))
+    ranks = sorted(set(classical))
+    bad = [r for r in ranks if not isinstance(r, int) or not 0 <= r < size]
+    if bad or len(ranks) != len(list(classical)):
+        raise ConfigError(
+            f"classical={list(classical)!r} must list distinct comm ranks in 0..{size - 1}; bad: {bad or 'duplicates'}."
+        )
+    return ranks
+
+
+def _agree(comm: MPI.Intracomm, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` everywhere; if it failed anywhere, raise the same error on every process."""
+    try:
+        value, error = fn(), None
+    except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+        value, error = None, exc
+    errors = comm.allgather(None if error is None else (type(error).__name__, str(error)))
+    failed = [(r, e) for r, e in enumerate(errors) if e is not None]
+    if failed:
+        if error is not None and len(failed) == 1:
+            raise error
+        kinds = {name for _, (name, _) in failed}
+        cls = BindingError if kinds == {"BindingError"} else ConfigError
+        raise cls(" ".join(msg for _, (_, msg) in failed))
+    return value
+
+
+def init(
+    devices: str | os.PathLike[str] | Sequence[DeviceSpec] | None = None,
+    classical: int | Sequence[int] | None = None,
+    comm: MPI.Intracomm | None = None,
+    timeout: float | None = None,
+    seed: int = 0,
+) -> HybridComm:
+    """MPIQ_Init: build the hybrid communicator. Collective over ``comm`` (default COMM_WORLD).
+
+    ``classical``: number of classical ranks (the first ones) or their comm ranks; default
+    ``$MPIQ_CLASSICAL`` or 1. ``devices``: TOML path, list of :class:`DeviceSpec`, or None for
+    ``$MPIQ_DEVICES`` or the embedded default (local devices on 127.0.0.1). Quantum process j
+    gets qrank j and device entry j. ``timeout``: default for every blocking call (seconds).
+    """
+    comm = MPI.COMM_WORLD if comm is None else comm
+    size = comm.Get_size()
+    arrived = comm.Ibarrier()
+    deadline = Deadline(timeout)
+    if poll(lambda: True if arrived.Test() else None, deadline) is None:
+        raise MPIQTimeoutError(
+            f"init on comm rank {comm.Get_rank()} timed out after {deadline.timeout:g} s: not every "
+            f"one of the {size} processes called init.",
+        )
+    if devices is None:
+        devices = os.environ.get("MPIQ_DEVICES") or None
+    classical_ranks = _agree(comm, lambda: _classical_ranks(classical, size))
+    quantum_ranks = [r for r in range(size) if r not in set(classical_ranks)]
+    specs = _agree(comm, lambda: resolve_devices(devices, len(quantum_ranks)))
+    infos = comm.allgather(local_host_info())
+    me = comm.Get_rank()
+    single_node = len({i.node_id for i in infos}) == 1
+    if me in quantum_ranks:
+        j = quantum_ranks.index(me)
+        _agree(comm, lambda: check_binding(j, me, specs[j], infos[me], single_node))
+    else:
+        _agree(comm, lambda: None)
+    topology = Topology(
+        classical=map_classical(classical_ranks, infos, seed),
+        quantum=map_quantum(quantum_ranks, specs),
+        hosts=tuple(sorted({i.hostname for i in infos})),
+    )
+    return HybridComm(comm, classical_ranks, specs, topology, timeout)

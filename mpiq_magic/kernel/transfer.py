@@ -1,0 +1,77 @@
+"""Moving one item between two processes with a deadline.
+
+numpy arrays travel as a small pickled header followed by the raw buffer (no pickling of the
+data); anything else is pickled. Receives probe first (``improbe``), so messages of any size
+arrive without a preallocated buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from mpi4py import MPI
+
+from .waiting import Deadline, poll
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RemoteFailure:
+    """Sent instead of an item when the sender failed, so receivers raise instead of waiting."""
+
+    origin: str
+    message: str
+
+
+def is_buffer_array(item: Any) -> bool:
+    return isinstance(item, np.ndarray) and not item.dtype.hasobject
+
+
+def post_item(comm: MPI.Comm, item: Any, dest: int, tag: int) -> list[MPI.Request]:
+    """Start sending ``item``; returns the requests to complete."""
+    if is_buffer_array(item):
+        data = np.ascontiguousarray(item)
+        return [
+            comm.isend(ArrayHeader(data.dtype.str, data.shape), dest, tag),
+            comm.Isend(data, dest, tag),
+        ]
+    return [comm.isend(item, dest, tag)]
+
+
+def try_receive_item(comm: MPI.Comm, source: int, tag: int, deadline: Deadline, status: MPI.Status | None = None):
+    """One non-blocking attempt: returns ``(item,)`` if a message was there, else None."""
+    st = status if status is not None else MPI.Status()
+    msg = comm.improbe(source, tag, st)
+    if msg is None:
+        return None
+    item = msg.recv()
+    if isinstance(item, ArrayHeader):
+        array = np.empty(item.shape, dtype=np.dtype(item.dtype))
+        req = comm.Irecv(array, st.Get_source(), st.Get_tag())
+        if poll(lambda: True if req.Test() else None, deadline) is None:
+            req.Cancel()
+            return None
+        item = array
+    return (item,)
+
+
+def wait_requests(requests: list[MPI.Request], deadline: Deadline) -> bool:
+    """Complete every request before the deadline; False if some did not complete."""
+    return poll(lambda: True if MPI.Request.Testall(requests) else None, deadline) is not None
+
+
+def pending(requests_by_peer: dict[Any, list[MPI.Request]]) -> list[Any]:
+    """Peers whose requests have not completed yet."""
+    return [peer for peer, reqs in requests_by_peer.items() if not MPI.Request.Testall(reqs)]
+
+
+def first_done(step: Callable[[], bool], deadline: Deadline) -> bool:
+    """Poll ``step`` (which makes progress and says whether all is done) until the deadline."""
+    return poll(lambda: True if step() else None, deadline) is not None

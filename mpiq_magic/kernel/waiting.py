@@ -1,0 +1,55 @@
+"""Polling waits with a deadline: every blocking MPI-Q call goes through here.
+
+The first few hundred microseconds spin (low latency for fast messages); after that the loop
+sleeps with a growing interval, so processes oversubscribed on few cores do not starve the peer
+they are waiting for.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = float(os.environ.get("MPIQ_TIMEOUT", "120"))
+_SPIN_SECONDS = 200e-6
+_MAX_SLEEP = 1e-3
+
+
+class Deadline:
+    """A point in time after which a wait gives up."""
+
+    __slots__ = ("timeout", "end")
+
+    def __init__(self, timeout: float | None):
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        if self.timeout <= 0:
+            raise ValueError(f"A timeout must be > 0 seconds, got {self.timeout!r}.")
+        self.end = time.monotonic() + self.timeout
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.end
+
+
+def poll(test: Callable[[], T | None], deadline: Deadline) -> T | None:
+    """Call ``test`` until it returns something other than None, or the deadline passes.
+
+    Returns the result, or None on expiry (the caller builds the error: it knows who is missing).
+    """
+    result = test()
+    if result is not None:
+        return result
+    start = time.monotonic()
+    pause = 10e-6
+    while True:
+        result = test()
+        if result is not None:
+            return result
+        now = time.monotonic()
+        if now >= deadline.end:
+            return None
+        if now - start > _SPIN_SECONDS:
+            time.sleep(min(pause, max(deadline.end - now, 0)))
+            pause = min(pause * 2, _MAX_SLEEP)
