@@ -2,7 +2,9 @@
 
 Every test that needs MPI ranks goes through :func:`run_mpi`: it writes the script to a
 temporary file, launches ``timeout <T> mpiexec -n N python script``, and returns the
-completed process. Per-rank results come back as JSON lines prefixed with ``RESULT``.
+completed process. Ranks report results with ``emit(obj)`` (predefined in every script: it
+writes JSON to a per-rank file, so output of several ranks never interleaves); :func:`results`
+reads them back (and, for short outputs, also accepts ``RESULT {json}`` lines on stdout).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -33,8 +36,9 @@ def run_mpi(
     """Run ``code`` on ``n`` MPI processes; raise with both streams if it fails and ``check``."""
     directory = Path(tmp_path) if tmp_path else Path(os.environ.get("TMPDIR", "/tmp"))
     script = directory / f"mpiq_test_{os.getpid()}_{abs(hash(code)) % 10**8}.py"
-    script.write_text(textwrap.dedent(code))
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    results_dir = tempfile.mkdtemp(prefix="mpiq_results_", dir=directory)
+    script.write_text(_PREAMBLE + textwrap.dedent(code))
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPIQ_TEST_RESULTS": results_dir, **(env or {})}
     cmd = [
         shutil.which("timeout") or "timeout",
         "--kill-after=5",
@@ -47,6 +51,7 @@ def run_mpi(
         *(args or []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=str(directory))
+    proc.results_dir = results_dir
     if check and proc.returncode != 0:
         raise AssertionError(
             f"mpiexec -n {n} exited with {proc.returncode}.\n--- stdout ---\n{proc.stdout}\n"
@@ -55,9 +60,23 @@ def run_mpi(
     return proc
 
 
+_PREAMBLE = """\
+def emit(obj):
+    import json as _json, os as _os
+    from mpi4py import MPI as _MPI
+    _path = _os.path.join(_os.environ["MPIQ_TEST_RESULTS"], "%06d.json" % _MPI.COMM_WORLD.Get_rank())
+    with open(_path, "a") as _f:
+        _f.write(_json.dumps(obj) + "\\n")
+"""
+
+
 def results(proc: subprocess.CompletedProcess) -> list[dict]:
-    """Collect the ``RESULT {json}`` lines printed by the ranks."""
+    """Per-rank results: everything ranks passed to ``emit``, in rank order, then ``RESULT`` lines."""
     out = []
+    directory = getattr(proc, "results_dir", None)
+    if directory:
+        for path in sorted(Path(directory).glob("*.json")):
+            out.extend(json.loads(line) for line in path.read_text().splitlines() if line)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             out.append(json.loads(line[len("RESULT "):]))

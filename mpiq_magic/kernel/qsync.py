@@ -53,7 +53,8 @@ _FROM_COORDINATOR = frozenset({PONG, RELEASE, SUMMARY, ABORT})
 PING_ROUNDS = 8
 MIN_MARGIN_NS = 200_000  # floor of the trigger margin
 MAX_MARGIN_NS = 50_000_000  # cap of the trigger margin
-SPIN_NS = 30_000  # busy-wait before the trigger when the host has a core per quantum process
+SPIN_NS = 200_000  # poll the clock (yielding the CPU) this long before the trigger
+QUIET_NS = 100_000  # after release, sleep until trigger + this so late wakers get the CPU
 
 
 # --------------------------------------------------------------------------- wire format
@@ -126,7 +127,12 @@ def reduce_timer_slack() -> None:
 
 
 def sleep_until(target_ns: int, spin_ns: int = 0) -> int:
-    """Sleep until ``target_ns`` on ``time.monotonic_ns`` (busy-wait the last ``spin_ns``); return the wake time."""
+    """Sleep until ``target_ns`` on ``time.monotonic_ns``; return the wake time.
+
+    Sleeps (absolute ``clock_nanosleep``) until ``spin_ns`` before the target, then polls the
+    clock calling ``sched_yield`` so that on an oversubscribed host every waiting process gets
+    the CPU in turn and sees the target within a few microseconds.
+    """
     wake = target_ns - spin_ns
     if _LIBC is not None:
         ts = _Timespec(wake // 1_000_000_000, wake % 1_000_000_000)
@@ -138,15 +144,12 @@ def sleep_until(target_ns: int, spin_ns: int = 0) -> int:
             time.sleep(left / 1e9)
     now = time.monotonic_ns()
     while now < target_ns:
+        _yield()
         now = time.monotonic_ns()
     return now
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+_yield = getattr(os, "sched_yield", lambda: None)
 
 
 def _bind_address(identities: list[tuple[str, str]]) -> str:
@@ -179,7 +182,11 @@ def _names(qranks: list[int]) -> list[str]:
 
 def _timeout_message(seq: int, phase: int, timeout_ns: int, missing: list[int]) -> str:
     what = "" if phase == 0 else "the release report of "
-    return f"QQ barrier #{seq} timed out after {timeout_ns / 1e9:g} s waiting for {what}{', '.join(_names(missing))}."
+    return f"QQ barrier #{seq} timed out after {_seconds(timeout_ns)} s waiting for {what}{', '.join(_names(missing))}."
+
+
+def _seconds(ns: int) -> str:
+    return str(round(ns / 1e9, 6))
 
 
 # --------------------------------------------------------------------------- the barrier
@@ -195,7 +202,7 @@ class QQSync:
         self.same_clock = True
         self.rejected = 0  # frames dropped: bad length, magic, MAC, sender or routing id
         self.margin_ns = MIN_MARGIN_NS
-        self.spin_ns = 0
+        self.spin_ns = SPIN_NS
         self._key = b""
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
@@ -213,8 +220,8 @@ class QQSync:
     ) -> "QQSync":
         """Collective over ``qcomm`` (only quantum processes, rank == qrank): connect and sync clocks.
 
-        ``host`` overrides the coordinator's bind address; ``spin`` (seconds) the busy-wait before
-        the trigger (default: 30 us when this host has a core per local quantum process, else 0).
+        ``host`` overrides the coordinator's bind address; ``spin`` (seconds, default 200 us) is
+        how long before the trigger a process stops sleeping and polls the clock.
         """
         self = cls(qcomm.Get_rank(), qcomm.Get_size())
         reduce_timer_slack()
@@ -223,8 +230,7 @@ class QQSync:
         identities = qcomm.allgather(host_identity())
         mine = identities[self.qrank]
         self.same_clock = bool(mine[1]) and mine[1] == identities[0][1]
-        local = sum(1 for i in identities if i == mine)
-        self.spin_ns = int(spin * 1e9) if spin is not None else (SPIN_NS if local < _usable_cpus() else 0)
+        self.spin_ns = SPIN_NS if spin is None else int(spin * 1e9)
         setup: tuple[str | None, bytes, str | None] = (None, b"", None)
         if self.qrank == 0:
             try:
@@ -267,7 +273,7 @@ class QQSync:
         missing = [q for q in range(1, self.size) if q not in ready]
         if missing:
             raise MPIQTimeoutError(
-                f"QQ socket setup timed out after {timeout:g} s waiting for {', '.join(_names(missing))}.",
+                f"QQ socket setup timed out after {_seconds(int(timeout * 1e9))} s waiting for {', '.join(_names(missing))}.",
                 missing=_names(missing),
             )
         rtt = max(v[1] for v in ready.values())
@@ -356,7 +362,7 @@ class QQSync:
             if msg is None:
                 stage = "setup" if setup else f"barrier #{seq}"
                 raise MPIQTimeoutError(
-                    f"QQ {stage} timed out after {timeout:g} s on qrank {self.qrank} waiting for qrank 0 (the "
+                    f"QQ {stage} timed out after {_seconds(int(timeout * 1e9))} s on qrank {self.qrank} waiting for qrank 0 (the "
                     f"coordinator); qrank 0 did not arrive or did not answer.",
                     missing=["qrank 0"],
                 )
@@ -414,6 +420,7 @@ class QQSync:
         for q in range(1, self.size):
             self._sock.send_multipart([self._ids[q], frame])
         release = sleep_until(trigger, self.spin_ns)
+        sleep_until(trigger + QUIET_NS)
         if not record:
             return self._record(seq, trigger, arrivals, None, arrival, release)
         done = self._collect(DONE, seq, release + timeout_ns)
@@ -434,6 +441,7 @@ class QQSync:
         trigger, *arrivals = self._await(RELEASE, seq, arrival + timeout_ns + grace, timeout)
         received = time.monotonic_ns()
         release = sleep_until(trigger - self.offset_ns, self.spin_ns)
+        sleep_until(trigger - self.offset_ns + QUIET_NS)
         arrival, release = arrival + self.offset_ns, release + self.offset_ns
         if not record:
             return self._record(seq, trigger, arrivals, None, arrival, release)
