@@ -18,7 +18,16 @@ from .addressing import ANY_SOURCE, ANY_TAG, Address, Device, QRank, Rank, as_ad
 from .config import DeviceSpec
 from .errors import AddressError, MPIQError, MPIQTimeoutError
 from .topology import Topology
-from .transfer import RemoteFailure, pending, post_item, try_receive_item, wait_requests
+from .transfer import (
+    ArrayHeader,
+    RemoteFailure,
+    finish_array,
+    is_buffer_array,
+    pending,
+    post_item,
+    try_receive_item,
+    wait_requests,
+)
 from .waiting import DEFAULT_TIMEOUT, Deadline, poll
 
 _TAG_SPACE = 16384
@@ -48,6 +57,18 @@ class Request:
                 f"{self._describe} did not complete within {deadline.timeout:g} s.", [self._describe]
             )
         return self._value
+
+
+def _wait_or_raise(reqs: list[MPI.Request], timeout: float, describe, status: MPI.Status | None = None) -> None:
+    deadline = Deadline(timeout)
+    if len(reqs) == 1:
+        (req,) = reqs
+        done = poll(lambda: True if req.Test(status) else None, deadline)
+    else:
+        done = poll(lambda: True if MPI.Request.Testall(reqs) else None, deadline)
+    if done is None:
+        what = describe()
+        raise MPIQTimeoutError(f"{what} did not complete within {deadline.timeout:g} s.", [what])
 
 
 class HybridComm:
@@ -124,6 +145,13 @@ class HybridComm:
     # ----------------------------------------------------------------- addressing
     def resolve(self, peer: Address) -> int:
         """The parent-communicator rank of a peer given as Rank, QRank, Device, tuple or int."""
+        kind = type(peer)
+        if kind is QRank and 0 <= peer.index < len(self._quantum):
+            return self._quantum[peer.index]
+        if kind is Rank and 0 <= peer.index < len(self._classical):
+            return self._classical[peer.index]
+        if kind is int and 0 <= peer < self.size:
+            return peer
         addr = as_address(peer)
         if isinstance(addr, Rank):
             if not 0 <= addr.index < len(self._classical):
@@ -166,7 +194,14 @@ class HybridComm:
     # ----------------------------------------------------------------- point-to-point
     def send(self, obj: Any, dest: Address, tag: int = 0, timeout: float | None = None) -> None:
         """MPIQ_Send for a Python object (numpy arrays travel as raw buffers)."""
-        self.isend(obj, dest, tag).wait(timeout)
+        if not is_buffer_array(obj):
+            req = self._p2p.isend(obj, self.resolve(dest), tag)
+            if req.Test():  # eager protocol: small messages complete at once
+                return
+            reqs = [req]
+        else:
+            reqs = post_item(self._p2p, obj, self.resolve(dest), tag)
+        _wait_or_raise(reqs, timeout or self.timeout, lambda: f"send to {self.describe(self.resolve(dest))} (tag {tag})")
 
     def isend(self, obj: Any, dest: Address, tag: int = 0) -> Request:
         r = self.resolve(dest)
@@ -182,7 +217,22 @@ class HybridComm:
         status: MPI.Status | None = None,
     ) -> Any:
         """MPIQ_Recv for a Python object; ``status`` gets the source and tag as in mpi4py."""
-        return self.irecv(source, tag, status=status).wait(timeout)
+        src = self.resolve(source)
+        st = status if status is not None else MPI.Status()
+        msg = self._p2p.improbe(src, tag, st)
+        if msg is not None:
+            item = msg.recv()
+            if not isinstance(item, ArrayHeader):
+                return item
+            # The raw buffer of an array travels right behind its header, from the same source.
+            return finish_array(self._p2p, item, st.Get_source(), st.Get_tag(), Deadline(timeout or self.timeout))
+        deadline = Deadline(timeout or self.timeout)
+        got = poll(lambda: try_receive_item(self._p2p, src, tag, deadline, st), deadline)
+        if got is None:
+            who = "any process" if src == ANY_SOURCE else self.describe(src)
+            what = f"receive from {who} (tag {'any' if tag == ANY_TAG else tag})"
+            raise MPIQTimeoutError(f"{what} did not complete within {deadline.timeout:g} s.", [what])
+        return got[0]
 
     def irecv(self, source: Address = ANY_SOURCE, tag: int = ANY_TAG, status: MPI.Status | None = None) -> Request:
         src = self.resolve(source)
@@ -196,7 +246,10 @@ class HybridComm:
 
     def Send(self, buf: Any, dest: Address, tag: int = 0, timeout: float | None = None) -> None:
         """MPIQ_Send for a buffer (no pickling)."""
-        self.Isend(buf, dest, tag).wait(timeout)
+        r = self.resolve(dest)
+        req = self._p2p.Isend(buf, r, tag)
+        if not req.Test():
+            _wait_or_raise([req], timeout or self.timeout, lambda: f"Send to {self.describe(r)} (tag {tag})")
 
     def Isend(self, buf: Any, dest: Address, tag: int = 0) -> Request:
         r = self.resolve(dest)
@@ -212,7 +265,11 @@ class HybridComm:
         status: MPI.Status | None = None,
     ) -> None:
         """MPIQ_Recv into a buffer (no pickling)."""
-        self.Irecv(buf, source, tag, status).wait(timeout)
+        src = self.resolve(source)
+        req = self._p2p.Irecv(buf, src, tag)
+        if not req.Test(status):
+            who = "any process" if src == ANY_SOURCE else self.describe(src)
+            _wait_or_raise([req], timeout or self.timeout, lambda: f"Recv from {who} (tag {tag})", status)
 
     def Irecv(self, buf: Any, source: Address = ANY_SOURCE, tag: int = ANY_TAG, status: MPI.Status | None = None) -> Request:
         src = self.resolve(source)

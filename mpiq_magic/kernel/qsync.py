@@ -12,7 +12,9 @@ All times exchanged are on the coordinator's monotonic clock, in nanoseconds.
 
 Barrier ``seq``: each process sends ARRIVE(arrival); the coordinator, once all arrived, picks
 ``trigger = now + margin`` and sends RELEASE(trigger, arrivals); every process sleeps until the
-trigger (absolute ``clock_nanosleep``, timer slack 1 ns) and records its release. With
+trigger (absolute ``clock_nanosleep`` with 1 ns timer slack, then ``sched_yield`` polling of the
+clock for the last ``spin``), records its release and sleeps a moment so late wakers on an
+oversubscribed host get the CPU. With
 ``record`` each reports DONE(release, time RELEASE was received) and gets SUMMARY(releases); the
 coordinator adapts ``margin`` so RELEASE reaches everyone before the trigger. On timeout the
 coordinator raises and sends ABORT (naming the missing qranks) to every process that arrived.
@@ -41,7 +43,7 @@ from .errors import MPIQError, MPIQTimeoutError
 if TYPE_CHECKING:
     from mpi4py import MPI
 
-__all__ = ["QQSync", "encode", "decode", "host_identity"]
+__all__ = ["QQSync", "encode", "decode", "host_identity", "sleep_until"]
 
 MAGIC = b"MQQ1"
 HEADER = struct.Struct("!4sBIq")  # magic, kind, sender qrank, seq
@@ -272,8 +274,9 @@ class QQSync:
         ready = self._collect(READY, 0, deadline)
         missing = [q for q in range(1, self.size) if q not in ready]
         if missing:
+            names = ", ".join(_names(missing))
             raise MPIQTimeoutError(
-                f"QQ socket setup timed out after {_seconds(int(timeout * 1e9))} s waiting for {', '.join(_names(missing))}.",
+                f"QQ socket setup timed out after {_seconds(int(timeout * 1e9))} s waiting for {names}.",
                 missing=_names(missing),
             )
         rtt = max(v[1] for v in ready.values())
@@ -362,8 +365,8 @@ class QQSync:
             if msg is None:
                 stage = "setup" if setup else f"barrier #{seq}"
                 raise MPIQTimeoutError(
-                    f"QQ {stage} timed out after {_seconds(int(timeout * 1e9))} s on qrank {self.qrank} waiting for qrank 0 (the "
-                    f"coordinator); qrank 0 did not arrive or did not answer.",
+                    f"QQ {stage} timed out after {_seconds(int(timeout * 1e9))} s on qrank {self.qrank} waiting "
+                    f"for qrank 0 (the coordinator); qrank 0 did not arrive or did not answer.",
                     missing=["qrank 0"],
                 )
             k, _, s, values = msg
@@ -407,6 +410,7 @@ class QQSync:
         arrival = time.monotonic_ns()
         timeout_ns = int(timeout * 1e9)
         self._seq = seq
+        self._aborted.pop(seq, None)  # a retry under the same seq starts afresh
         for key in [k for k in self._pending if k[1] < seq]:
             del self._pending[key]
         got = self._collect(ARRIVE, seq, arrival + timeout_ns)
@@ -437,6 +441,8 @@ class QQSync:
         arrival = time.monotonic_ns()
         timeout_ns = int(timeout * 1e9)
         grace = min(1_000_000_000, timeout_ns // 2) + 50_000_000  # let the coordinator's ABORT arrive first
+        for key in [k for k in self._pending if k[1] <= seq]:  # e.g. an ABORT of an earlier try of seq
+            del self._pending[key]
         self._send(ARRIVE, seq, [arrival + self.offset_ns])
         trigger, *arrivals = self._await(RELEASE, seq, arrival + timeout_ns + grace, timeout)
         received = time.monotonic_ns()

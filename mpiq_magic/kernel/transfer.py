@@ -53,13 +53,25 @@ def try_receive_item(comm: MPI.Comm, source: int, tag: int, deadline: Deadline, 
         return None
     item = msg.recv()
     if isinstance(item, ArrayHeader):
-        array = np.empty(item.shape, dtype=np.dtype(item.dtype))
-        req = comm.Irecv(array, st.Get_source(), st.Get_tag())
-        if poll(lambda: True if req.Test() else None, deadline) is None:
-            req.Cancel()
-            return None
-        item = array
+        item = finish_array(comm, item, st.Get_source(), st.Get_tag(), deadline)
     return (item,)
+
+
+def finish_array(comm: MPI.Comm, header: ArrayHeader, source: int, tag: int, deadline: Deadline) -> np.ndarray:
+    """Receive the raw buffer that follows an :class:`ArrayHeader` from ``source``."""
+    from .errors import MPIQTimeoutError
+
+    array = np.empty(header.shape, dtype=np.dtype(header.dtype))
+    req = comm.Irecv(array, source, tag)
+    if poll(lambda: True if req.Test() else None, deadline) is None:
+        req.Cancel()
+        req.Wait()
+        raise MPIQTimeoutError(
+            f"The data of a {header.shape} {header.dtype} array from comm rank {source} did not arrive "
+            f"within {deadline.timeout:g} s after its header.",
+            [f"comm rank {source}"],
+        )
+    return array
 
 
 def wait_requests(requests: list[MPI.Request], deadline: Deadline) -> bool:
