@@ -378,6 +378,7 @@ class QQSync:
         missing = [q for q in range(1, self.size) if q not in got]
         values = (phase, int(timeout * 1e9), *missing)
         self._aborted[seq] = values
+        self._pending = {k: v for k, v in self._pending.items() if k[1] != seq}  # a retry starts afresh
         for q in got:
             self._send(ABORT, seq, values, to=q)
         return MPIQTimeoutError(_timeout_message(seq, phase, int(timeout * 1e9), missing), missing=_names(missing))
