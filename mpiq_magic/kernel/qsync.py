@@ -14,10 +14,13 @@ Barrier ``seq``: each process sends ARRIVE(arrival); the coordinator, once all a
 ``trigger = now + margin`` and sends RELEASE(trigger, arrivals); every process sleeps until the
 trigger (absolute ``clock_nanosleep`` with 1 ns timer slack, then ``sched_yield`` polling of the
 clock for the last ``spin``), records its release and sleeps a moment so late wakers on an
-oversubscribed host get the CPU. With
-``record`` each reports DONE(release, time RELEASE was received) and gets SUMMARY(releases); the
-coordinator adapts ``margin`` so RELEASE reaches everyone before the trigger. On timeout the
-coordinator raises and sends ABORT (naming the missing qranks) to every process that arrived.
+oversubscribed host get the CPU; during a barrier each process asks for a short scheduler slice
+(Linux 6.12+) so its wake-up preempts busy neighbours. With ``record`` each reports
+DONE(release, time RELEASE was received) and gets SUMMARY(releases); the coordinator adapts
+``margin`` so RELEASE reaches everyone before the trigger. On timeout the coordinator raises and
+sends ABORT (naming the missing qranks) to every process that arrived; the others time out on
+their own a little later (naming qrank 0). ``seq`` must be the same on every process for one
+barrier and should grow by one per call; a retry under the seq of a failed barrier also works.
 """
 
 from __future__ import annotations
@@ -128,6 +131,9 @@ def reduce_timer_slack() -> None:
             pass
 
 
+_yield = getattr(os, "sched_yield", lambda: None)
+
+
 def sleep_until(target_ns: int, spin_ns: int = 0) -> int:
     """Sleep until ``target_ns`` on ``time.monotonic_ns``; return the wake time.
 
@@ -150,8 +156,31 @@ def sleep_until(target_ns: int, spin_ns: int = 0) -> int:
         now = time.monotonic_ns()
     return now
 
+_SCHED_ATTR = struct.Struct("=IIQiIQQQ")  # struct sched_attr, SCHED_ATTR_SIZE_VER0
+_SCHED_SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}.get(os.uname().machine if hasattr(os, "uname") else "")
+SLICE_NS = 100_000  # EEVDF slice asked for during a barrier (Linux >= 6.12; the kernel clamps it)
 
-_yield = getattr(os, "sched_yield", lambda: None)
+
+def _sched_attr(runtime_ns: int | None = None) -> int | None:
+    """Set the calling thread's EEVDF slice to ``runtime_ns`` if given; return the previous slice.
+
+    A short slice lets a process woken at the trigger preempt busy neighbours at once (Linux
+    6.12+ custom slices, no privilege needed). None where unsupported or not SCHED_OTHER.
+    """
+    if _LIBC is None or _SCHED_SYSCALLS is None:
+        return None
+    set_nr, get_nr = _SCHED_SYSCALLS
+    buf = ctypes.create_string_buffer(_SCHED_ATTR.size)
+    if _LIBC.syscall(get_nr, 0, buf, _SCHED_ATTR.size, 0) != 0:
+        return None
+    _, policy, flags, nice, _, runtime, _, _ = _SCHED_ATTR.unpack(buf.raw)
+    if policy != 0 or not runtime:  # only SCHED_OTHER, only kernels that report the slice
+        return None
+    if runtime_ns is not None and runtime_ns != runtime:
+        new = _SCHED_ATTR.pack(_SCHED_ATTR.size, 0, flags & 1, nice, 0, runtime_ns, 0, 0)  # keep reset-on-fork
+        if _LIBC.syscall(set_nr, 0, ctypes.create_string_buffer(new, len(new)), 0) != 0:
+            return None
+    return runtime
 
 
 def _bind_address(identities: list[tuple[str, str]]) -> str:
@@ -205,6 +234,7 @@ class QQSync:
         self.rejected = 0  # frames dropped: bad length, magic, MAC, sender or routing id
         self.margin_ns = MIN_MARGIN_NS
         self.spin_ns = SPIN_NS
+        self.slice_ns = SLICE_NS  # 0: leave the scheduler slice alone
         self._key = b""
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
@@ -394,16 +424,19 @@ class QQSync:
         """
         if self._sock is None and self.size > 1:
             raise MPIQError(f"QQ barrier #{seq} was called on qrank {self.qrank} after close().")
+        if self.size == 1:
+            now = time.monotonic_ns()
+            return self._record(seq, now, [now], [now] if record else None, now, now)
         was_enabled = gc.isenabled()
         gc.disable()  # no collector pause between RELEASE and the trigger
+        slice_ns = _sched_attr(self.slice_ns) if self.slice_ns else None
         try:
-            if self.size == 1:
-                now = time.monotonic_ns()
-                return self._record(seq, now, [now], [now] if record else None, now, now)
             if self.qrank == 0:
                 return self._coordinate(seq, timeout, record)
             return self._follow(seq, timeout, record)
         finally:
+            if slice_ns is not None:
+                _sched_attr(slice_ns)
             if was_enabled:
                 gc.enable()
 
