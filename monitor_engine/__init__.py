@@ -15,6 +15,7 @@ from typing import Any
 _EXPORTS = {
     "device_target": "target",
     "target_fingerprint": "target",
+    "isa_fingerprint": "target",
     "Payload": "payload",
     "CompileCache": "payload",
     "DEFAULT_CACHE": "payload",

@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .job import run_job
 
     hc = mpiq.init(devices=args.devices, classical=args.classical, timeout=args.timeout)
-    script_args = [a for a in args.script_args if a != "--"] if args.script_args else []
+    script_args = list(args.script_args)
+    if script_args[:1] == ["--"]:
+        script_args = script_args[1:]
 
     def run_script(hc, client):
         sys.argv = [args.run, *script_args]

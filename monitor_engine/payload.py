@@ -23,7 +23,7 @@ from qiskit.circuit.library import get_standard_gate_name_mapping
 from mpiq_magic.kernel.config import DeviceSpec
 
 from .errors import CircuitTooWideError, CompileError
-from .target import device_target, target_fingerprint
+from .target import device_target, isa_fingerprint, target_fingerprint
 
 _STANDARD_NAMES = frozenset(get_standard_gate_name_mapping()) | {"barrier", "measure", "reset", "delay"}
 _job_counter = itertools.count(1)
@@ -79,11 +79,13 @@ class _Compiled(NamedTuple):
 
 
 class CompileCache:
-    """LRU cache of compiled payload bodies keyed by (circuit structure, target fingerprint).
+    """LRU cache of compiled payload bodies keyed by (circuit structure, target ISA).
 
     The structure key ignores the circuit's name and metadata but includes every operation,
     its parameters and the indices of its qubits and clbits, so equal-shaped blocks compile
-    once per target. ``hits`` and ``misses`` count lookups.
+    once per target; devices with the same ISA (width, basis, coupling) share entries, and each
+    payload still carries its own device's key and fingerprint. ``hits`` and ``misses`` count
+    lookups.
     """
 
     def __init__(self, maxsize: int = 1024):
@@ -208,8 +210,7 @@ def compile_for(
             f"compiling it for device {device.name}."
         )
     cache = DEFAULT_CACHE if cache is None else cache
-    fingerprint = target_fingerprint(device)
-    key = (structure_key(circuit), fingerprint, optimization_level, seed_transpiler)
+    key = (structure_key(circuit), isa_fingerprint(device), optimization_level, seed_transpiler)
     entry = cache.get(key)
     hit = entry is not None
     if entry is None:
@@ -218,7 +219,7 @@ def compile_for(
     return Payload(
         job_id=job_id if job_id is not None else f"job-{next(_job_counter)}",
         device=device.key,
-        fingerprint=fingerprint,
+        fingerprint=target_fingerprint(device),
         qpy=entry.qpy,
         shots=int(shots),
         num_qubits=entry.num_qubits,

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from qiskit.primitives.containers import BitArray
 
-from mpiq_magic.kernel.addressing import ANY_SOURCE, Device, QRank, Rank
+from mpiq_magic.kernel.addressing import ANY_SOURCE, QRank, Rank
 from mpiq_magic.kernel.barrier import QQ
 from mpiq_magic.kernel.errors import MPIQTimeoutError
 
@@ -51,6 +51,8 @@ REPLY_TAG = 32002
 DETACH_BYTES = 1 << 20
 #: How long one receive in the serve loop waits before checking the idle timeout again.
 _SERVE_POLL = 30.0
+#: Consecutive receive failures after which the serve loop gives up (the communicator is broken).
+_MAX_BROKEN = 10
 
 KINDS = ("execute", "barrier", "status", "shutdown")
 
@@ -214,9 +216,10 @@ class MonitorProcess:
             return _error_result(payload, self.spec, self.qrank, message, timings)
         t1 = time.perf_counter()
         timings["load"] = t1 - t0
-        seed = payload.meta.get("seed") if isinstance(payload.meta, dict) else None
-        seed = derive_seed(self.spec.seed, payload.job_id) if seed is None else int(seed)
+        seed = None
         try:
+            seed = payload.meta.get("seed") if isinstance(payload.meta, dict) else None
+            seed = derive_seed(self.spec.seed, payload.job_id) if seed is None else int(seed)
             counts, memory, method = self.backend.run(circuit, payload.shots, seed)
         except Exception as exc:
             timings["execute"] = time.perf_counter() - t1
@@ -270,13 +273,28 @@ class MonitorProcess:
         """
         hc = self.hc
         last = time.monotonic()
+        broken = 0
         while True:
             wait = _SERVE_POLL if timeout is None else min(_SERVE_POLL, timeout - (time.monotonic() - last))
             if wait <= 0:
                 return {**self.status(), "stopped": "idle"}
             try:
                 request = hc.recv(ANY_SOURCE, MONITOR_TAG, timeout=wait)
+                broken = 0
             except MPIQTimeoutError:
+                continue
+            except Exception as exc:  # e.g. a message that does not unpickle here: drop it
+                broken += 1
+                print(
+                    f"monitor_engine: qrank {self.qrank} dropped a message it could not receive: "
+                    f"{type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                )
+                if broken >= _MAX_BROKEN:
+                    raise MonitorError(
+                        f"Monitor {self.spec.name} (qrank {self.qrank}) stopped serving after "
+                        f"{broken} receive failures in a row; the last was {type(exc).__name__}: {exc}"
+                    ) from exc
                 continue
             received = time.time()
             last = time.monotonic()
@@ -397,7 +415,7 @@ class MonitorClient:
         self._sends = [s for s in self._sends if not s.test()[0]]
         return req_id
 
-    def _receive_one(self, deadline_end: float, waiting_for: Iterable[int]) -> MonitorReply:
+    def _receive_one(self, deadline_end: float, waiting_for: Iterable[int], limit: float) -> MonitorReply | None:
         remaining = deadline_end - time.monotonic()
         try:
             if remaining <= 0:
@@ -407,11 +425,18 @@ class MonitorClient:
             missing = sorted({self._pending[r][0] for r in waiting_for if r in self._pending})
             names = [f"qrank {j} ({self.hc.devices[j].name})" for j in missing]
             raise MPIQTimeoutError(
-                f"No reply from {', '.join(names) or 'any monitor'} within {self.timeout:g} s; is "
+                f"No reply from {', '.join(names) or 'any monitor'} within {limit:g} s; is "
                 "every monitor serving (MonitorProcess.serve) and not stuck?",
                 names,
             ) from None
         received = time.time()
+        if not isinstance(reply, MonitorReply):
+            print(
+                f"monitor_engine: rank {self.hc.rank} dropped a {type(reply).__name__} received on "
+                f"the reply tag {REPLY_TAG}; only MonitorReply objects are expected there.",
+                file=sys.stderr,
+            )
+            return None
         if reply.detached:
             reply.value.memory = self.hc.recv(QRank(reply.qrank), REPLY_TAG, timeout=max(remaining, 1.0))
         if isinstance(reply.value, ExecutionResult) and reply.sent_at:
@@ -421,10 +446,11 @@ class MonitorClient:
         return reply
 
     def _wait(self, req_ids: Sequence[int], timeout: float | None) -> list[MonitorReply]:
-        end = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        end = time.monotonic() + limit
         wanted = set(req_ids)
         while not wanted <= self._ready.keys():
-            self._receive_one(end, wanted - self._ready.keys())
+            self._receive_one(end, wanted - self._ready.keys(), limit)
         return [self._ready.pop(r) for r in req_ids]
 
     def _broadcast(self, kind: str, wait: float | None, **options: Any) -> list[MonitorReply]:
@@ -466,7 +492,8 @@ class MonitorClient:
         queues: dict[int, deque[int]] = defaultdict(deque)
         for index, payload in enumerate(payloads):
             queues[_qrank_of_device(self.hc, payload.device)].append(index)
-        end = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        end = time.monotonic() + limit
         results: list[ExecutionResult | None] = [None] * len(payloads)
         owner: dict[int, int] = {}
 
@@ -479,7 +506,7 @@ class MonitorClient:
             for _ in range(max(1, window)):
                 feed(qrank)
         while owner:
-            reply = self._receive_one(end, owner)
+            self._receive_one(end, owner, limit)
             for req_id in [r for r in owner if r in self._ready]:
                 index = owner.pop(req_id)
                 done = self._ready.pop(req_id)
@@ -487,7 +514,6 @@ class MonitorClient:
                     payloads[index], self.hc.devices[done.qrank], done.qrank, done.error, {}
                 )
                 feed(done.qrank)
-            del reply
         return results  # type: ignore[return-value]
 
     def barrier_all(self, timeout: float | None = None) -> list[Any]:

@@ -1,7 +1,9 @@
-"""The Qiskit ``Target`` of a configured device, and a fingerprint of what its ISA depends on.
+"""The Qiskit ``Target`` of a configured device, and fingerprints of what its ISA depends on.
 
 The classical side transpiles to :func:`device_target`; the monitor recomputes
-:func:`target_fingerprint` for its own device and refuses payloads compiled for anything else.
+:func:`target_fingerprint` (device key + ISA) for its own device and refuses payloads compiled
+for anything else. :func:`isa_fingerprint` (ISA only) keys the compile cache, so ISA-identical
+devices share compilations.
 """
 
 from __future__ import annotations
@@ -39,21 +41,33 @@ def _edges(num_qubits, coupling, name) -> list[tuple[int, int]] | None:
     return edges
 
 
+def isa_fingerprint(spec: DeviceSpec) -> str:
+    """A stable hex digest of the ISA alone: basis gates, coupling map, width.
+
+    Devices with equal ISA fingerprints get identical compiled circuits, so the compile cache
+    keys on this one.
+    """
+    return _isa_fingerprint(spec.num_qubits, spec.basis_gates, spec.coupling, spec.name)
+
+
 def target_fingerprint(spec: DeviceSpec) -> str:
-    """A stable hex digest of the device key, basis gates, coupling map and width."""
-    return _fingerprint(spec.host, spec.device_id, spec.num_qubits, spec.basis_gates, spec.coupling)
+    """A stable hex digest of the device key and its ISA (what a payload is compiled for)."""
+    isa = _isa_fingerprint(spec.num_qubits, spec.basis_gates, spec.coupling, spec.name)
+    return _digest({"version": FINGERPRINT_VERSION, "device": [spec.host, spec.device_id], "isa": isa})
 
 
 @lru_cache(maxsize=256)
-def _fingerprint(host, device_id, num_qubits, basis_gates, coupling) -> str:
-    edges = _edges(num_qubits, coupling, f"{host}:{device_id}")
-    description = {
+def _isa_fingerprint(num_qubits, basis_gates, coupling, name) -> str:
+    edges = _edges(num_qubits, coupling, name)
+    return _digest({
         "version": FINGERPRINT_VERSION,
-        "device": [host, device_id],
         "num_qubits": num_qubits,
         "basis_gates": sorted(set(basis_gates)),
         "coupling": "full" if edges is None else sorted(edges),
-    }
+    })
+
+
+def _digest(description: dict) -> str:
     text = json.dumps(description, separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -44,13 +44,22 @@ noise = { depolarizing_2q = 0.1 }
 
 MONITOR_JOB = r"""
 import json, os, sys, time
+from mpi4py import MPI
 from mpiq_magic import kernel as mpiq
+
+def abort_on_error(kind, value, tb):   # an exception anywhere ends the whole job at once
+    sys.__excepthook__(kind, value, tb)
+    sys.stderr.flush()
+    MPI.COMM_WORLD.Abort(1)
+sys.excepthook = abort_on_error
 
 hc = mpiq.init(devices=sys.argv[1], classical=1, timeout=60)
 out = {"role": hc.role, "qrank": hc.qrank, "pid": os.getpid()}
 FORBIDDEN = []
 if hc.is_quantum:
-    # The monitor must never compile: make every entry point into the transpiler raise.
+    # The monitor must never compile: make every entry point into the transpiler raise. qiskit-aer
+    # is imported first because its import builds controlled-gate definitions with a PassManager.
+    import qiskit_aer, qiskit_aer.noise
     import qiskit, qiskit.compiler, qiskit.compiler.transpiler, qiskit.passmanager, qiskit.transpiler
     def forbid(name):
         def forbidden(*args, **kwargs):
@@ -82,6 +91,8 @@ def ghz(n, name=None):
 
 def reference(payload, result):
     # An independent AerSimulator run of the same ISA circuit with the same seed and method.
+    if result.error:
+        return result.error
     from qiskit_aer import AerSimulator
     from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
     model = None
@@ -95,6 +106,8 @@ def reference(payload, result):
     return dict(sim.run(payload.circuit(), shots=payload.shots).result().get_counts())
 
 def ghz_fraction(result):
+    if result.error:
+        return result.error
     n = result.num_bits
     return (result.counts.get("0" * n, 0) + result.counts.get("1" * n, 0)) / result.shots
 
@@ -103,7 +116,7 @@ if hc.is_quantum:
     spmd = spmd_run(hc, monitor=monitor)
     final = monitor.serve(timeout=90)
     out.update(stopped=final["stopped"], executed=final["executed"], refused=final["refused"],
-               forbidden=FORBIDDEN)
+               forbidden=list(FORBIDDEN))
     try:                                # the patch is live: compiling here does raise
         qiskit.transpile(QuantumCircuit(1))
     except RuntimeError:
@@ -125,11 +138,13 @@ else:
     client = MonitorClient(hc, timeout=60)
     t = QuantumCircuit(3, 3)
     t.h(0); t.t(0); t.cx(0, 1); t.h(0); t.measure(range(3), range(3))
-    batch = [compile_for(devices[j % 3], ghz(4), shots=500, job_id=f"b-{j}", cache=cache) for j in range(6)]
+    batch = [compile_for(devices[j % 3], ghz(4), shots=2000, job_id=f"b-{j}", cache=cache) for j in range(6)]
     batch.append(compile_for(devices[0], t, shots=300, job_id="t-gate", cache=cache))
     res = client.run_batch(batch)
     out["batch"] = [[r.job_id, r.qrank, list(r.device), r.method, r.error] for r in res]
     out["batch_match"] = [r.counts == reference(p, r) for p, r in zip(batch, res)]
+    out["batch_packed"] = [r.memory.shape == (p.shots, 1) and r.bitarray().get_counts() == r.counts
+                           for p, r in zip(batch, res)]
     out["timings_ok"] = all(set(r.timings) == {"receive", "load", "execute", "reply"}
                             and all(v >= 0 for v in r.timings.values()) for r in res)
 
@@ -160,8 +175,10 @@ else:
     t0 = time.monotonic()
     out["shutdown"] = client.shutdown(timeout=30)
     out["shutdown_seconds"] = time.monotonic() - t0
+rank = hc.comm_rank
 hc.free()
-print("RESULT " + json.dumps(out), flush=True)
+with open(f"result-{rank}.json", "w") as f:   # files, not stdout: long lines from 4 ranks interleave
+    json.dump(out, f)
 """
 
 
@@ -185,7 +202,8 @@ def monitor_job(tmp_path_factory):
     proc = run_mpi(MONITOR_JOB, 4, timeout=150, args=[str(devices)], tmp_path=tmp)
     elapsed = time.monotonic() - start
     by_role = {}
-    for r in results(proc):
+    for path in tmp.glob("result-*.json"):
+        r = json.loads(path.read_text())
         by_role[r["qrank"] if r["role"] == "quantum" else "C"] = r
     assert set(by_role) == {"C", 0, 1, 2}, proc.stdout + proc.stderr
     return by_role, elapsed, str(tmp)
@@ -216,6 +234,7 @@ def test_serve_loop_batch(monitor_job):
     assert [b[4] for b in out["batch"]] == [None] * 7
     assert out["batch"][-1][3] == "statevector" and out["batch"][0][3] == "stabilizer"
     assert all(out["batch_match"]), out["batch_match"]
+    assert all(out["batch_packed"]), out["batch_packed"]   # raw-buffer (2000 shots) and pickled (300)
     assert out["timings_ok"]
 
 
@@ -281,11 +300,11 @@ def test_standalone_module_start(tmp_path):
         "sys.argv = ['monitor_engine', *sys.argv[1:]]\n"
         "runpy.run_module('monitor_engine', run_name='__main__')\n"
     )
-    health = run_mpi(driver, 4, timeout=90, args=["--classical", "1", "--timeout", "30"], tmp_path=tmp_path)
+    health = run_mpi(driver, 3, timeout=90, args=["--classical", "1", "--timeout", "30"], tmp_path=tmp_path)
     line = next(l for l in health.stdout.splitlines() if l.startswith("MONITORS "))
     status = json.loads(line[len("MONITORS "):])
-    assert [s["qrank"] for s in status] == [0, 1, 2]
-    assert [s["device"] for s in status] == [f"127.0.0.1:{j}" for j in range(3)]
+    assert [s["qrank"] for s in status] == [0, 1]
+    assert [s["device"] for s in status] == ["127.0.0.1:0", "127.0.0.1:1"]
     run = run_mpi(driver, 4, timeout=90, args=["--classical", "1", "--timeout", "30", "--run", str(script)],
                   tmp_path=tmp_path)
     (out,) = results(run)

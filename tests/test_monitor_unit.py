@@ -25,7 +25,7 @@ from monitor_engine.backend import (
 from monitor_engine.errors import BackendError, CircuitTooWideError, CompileError
 from monitor_engine.payload import CompileCache, Payload, compile_for, dump_circuit, structure_key
 from monitor_engine.process import MonitorProcess, derive_seed
-from monitor_engine.target import device_target, target_fingerprint
+from monitor_engine.target import device_target, isa_fingerprint, target_fingerprint
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,12 +136,24 @@ def test_cache_equal_blocks_compile_once_per_target():
     second = compile_for(DEVICES[0], ghz(5, "block-7"), cache=cache)   # other name, same structure
     assert (cache.hits, cache.misses) == (1, 1)
     assert second.qpy is first.qpy and second.meta["cache_hit"] and second.meta["name"] == "block-7"
-    compile_for(DEVICES[1], ghz(5, "block-1"), cache=cache)              # other target
+    narrow = DeviceSpec("127.0.0.1", 5, num_qubits=64)
+    compile_for(narrow, ghz(5, "block-1"), cache=cache)                 # other target
     compile_for(DEVICES[0], ghz(4), cache=cache)                         # other shape
     compile_for(DEVICES[0], ghz(5), cache=cache, optimization_level=0)   # other compile settings
     assert (cache.hits, cache.misses) == (1, 4)
-    compile_for(DEVICES[1], ghz(5, "block-4"), cache=cache)
+    compile_for(narrow, ghz(5, "block-4"), cache=cache)
     assert (cache.hits, cache.misses) == (2, 4) and len(cache) == 4
+
+
+def test_cache_is_shared_by_isa_identical_devices():
+    cache = CompileCache()
+    payloads = [compile_for(d, ghz(5), cache=cache) for d in DEVICES]   # same width, basis, coupling
+    assert (cache.hits, cache.misses) == (2, 1)
+    assert [p.device for p in payloads] == [d.key for d in DEVICES]
+    assert [p.fingerprint for p in payloads] == [target_fingerprint(d) for d in DEVICES]
+    assert len({p.fingerprint for p in payloads}) == 3
+    assert isa_fingerprint(DEVICES[0]) == isa_fingerprint(DEVICES[2])
+    assert isa_fingerprint(DEVICES[0]) != isa_fingerprint(DeviceSpec("127.0.0.1", 0, num_qubits=64))
 
 
 def test_structure_key_ignores_name_but_not_params_or_bits():
@@ -353,3 +365,31 @@ def test_malformed_payloads_never_raise():
     lying = forged(small[0], ghz(2), "lying")
     lying.num_clbits = 5
     assert "declares 2 qubits and 5 clbits" in monitor.execute(lying).error
+    bad_seed = forged(small[0], ghz(2), "bad-seed")
+    bad_seed.meta["seed"] = "not a number"
+    assert "Payload bad-seed failed on device 127.0.0.1:0" in monitor.execute(bad_seed).error
+    seeded = forged(small[0], ghz(2), "seeded")
+    seeded.meta["seed"] = 42
+    assert monitor.execute(seeded).seed == 42
+
+
+def test_client_timeout_names_the_silent_monitor():
+    from mpiq_magic.kernel.errors import MPIQTimeoutError
+    from monitor_engine.process import MonitorClient
+
+    class SilentComm:
+        is_classical, is_quantum, rank, qrank, comm_rank, timeout = True, False, 0, None, 0, 5.0
+        devices = DEVICES
+        quantum_size = 3
+
+        def isend(self, obj, dest, tag=0):
+            return SimpleNamespace(test=lambda: (True, None))
+
+        def recv(self, source=None, tag=None, timeout=None, status=None):
+            raise MPIQTimeoutError("nothing arrived")
+
+    client = MonitorClient(SilentComm(), timeout=0.5)
+    req = client.submit(compile_for(DEVICES[2], ghz(2), cache=CompileCache()))
+    with pytest.raises(MPIQTimeoutError, match=r"No reply from qrank 2 \(127\.0\.0\.1:2\) within 0\.5 s") as info:
+        client.result(req)
+    assert info.value.missing == ["qrank 2 (127.0.0.1:2)"]
