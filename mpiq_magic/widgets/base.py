@@ -1,0 +1,196 @@
+"""Common machinery of the live views: mode, throttled refresh, display in every mode."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .fallback import Mode, in_kernel, resolve_mode, static_bundle
+from .throttle import Throttle
+
+if TYPE_CHECKING:
+    import ipywidgets
+    import plotly.graph_objects as go
+
+#: Refresh rate limits per mode (refreshes per second).
+WIDGET_RATE = 10.0
+STATIC_RATE = 1.0
+TEXT_RATE = 0.5
+
+
+class LiveView:
+    """A view over data that changes while work runs.
+
+    Subclasses keep their data in plain Python state (guarded by ``self._lock``), call
+    :meth:`_changed` after every mutation, and implement :meth:`figure` (static figure from the
+    state), :meth:`summary` (text), :meth:`_build_panel` and :meth:`_sync_panel` (widget mode:
+    create the ipywidgets once, then update them in place).
+    """
+
+    name = "view"
+
+    def __init__(self, *, mode: str | None = "auto", max_rate: float | None = None) -> None:
+        self.mode: Mode = resolve_mode(mode)
+        self._lock = threading.RLock()
+        self._panel: ipywidgets.Widget | None = None
+        self._handle: Any = None  # IPython DisplayHandle in static/text mode inside a kernel
+        self._shown = False
+        self._version = 0  # bumped on every change
+        self._finishing = False
+        self._printed = -1  # version last printed in text mode
+        default = {"widget": WIDGET_RATE, "static": STATIC_RATE, "text": TEXT_RATE}[self.mode]
+        # Text goes to a terminal line by line: never from a timer thread.
+        self._throttle = Throttle(self._refresh, max_rate or default, trailing=self.mode != "text")
+
+    # ------------------------------------------------------------------ subclass hooks
+    def figure(self) -> "go.Figure":
+        """A static plotly figure of the current state."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """A text summary of the current state."""
+        raise NotImplementedError
+
+    def _build_panel(self) -> "ipywidgets.Widget":
+        raise NotImplementedError
+
+    def _sync_panel(self) -> None:
+        raise NotImplementedError
+
+    def _text_progress(self) -> str | None:
+        """A line to print in text mode while work runs (None: print nothing)."""
+        return None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def widget(self) -> "ipywidgets.Widget":
+        """The ipywidgets container (widget mode only), built on first use."""
+        if self.mode != "widget":
+            raise ValueError(
+                f"This {self.name} view is in {self.mode!r} mode, which has no ipywidgets; "
+                f"create it with mode='widget' to get one."
+            )
+        with self._lock:
+            if self._panel is None:
+                self._panel = self._build_panel()
+                self._sync_panel()
+        return self._panel
+
+    def show(self) -> "LiveView":
+        """Display the view once (later calls do nothing); returns the view."""
+        if self._shown:
+            return self
+        self._shown = True
+        from IPython.display import display
+
+        if self.mode == "widget":
+            display(self._widget_bundle(), raw=True)
+        elif in_kernel():
+            self._handle = display(self._bundle(), raw=True, display_id=True)
+        else:  # text in a terminal or plain Python
+            self._print_summary()
+        return self
+
+    def flush(self) -> None:
+        """Show every pending change now."""
+        self._throttle.flush()
+
+    def finish(self) -> None:
+        """Show the final state (outside a kernel: print the summary if it changed since
+        :meth:`show`). Later changes still apply."""
+        terminal = self.mode != "widget" and self._handle is None and not in_kernel()
+        self._finishing = terminal  # the summary replaces a last progress line
+        try:
+            self._throttle.flush()
+        finally:
+            self._finishing = False
+        if terminal and self._shown:
+            self._print_summary()
+
+    @property
+    def throttle(self) -> Throttle:
+        return self._throttle
+
+    # ------------------------------------------------------------------ internals
+    def _changed(self) -> None:
+        self._version += 1
+        self._throttle.poke()
+
+    def _print_summary(self) -> None:
+        if self._printed != self._version:
+            self._printed = self._version
+            print(self.summary(), flush=True)
+
+    def _refresh(self) -> None:
+        if self.mode == "widget":
+            with self._lock:
+                if self._panel is not None:
+                    self._sync_panel()
+        elif self._handle is not None:
+            self._handle.update(self._bundle(), raw=True)
+        elif self.mode == "text" and self._shown and not self._finishing and not in_kernel():
+            line = self._text_progress()
+            if line:
+                print(line, file=sys.stderr, flush=True)
+
+    def _bundle(self) -> dict[str, Any]:
+        with self._lock:
+            if self.mode == "text":
+                return {"text/plain": self.summary()}
+            return static_bundle(self.figure(), self.summary())
+
+    def _widget_bundle(self) -> dict[str, Any]:
+        """The container's widget-view bundle with this view's summary as its plain text."""
+        bundle = dict(self.widget._repr_mimebundle_())
+        with self._lock:
+            bundle["text/plain"] = self.summary()
+        return bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        if self.mode == "widget":
+            return self._widget_bundle()
+        return self._bundle()
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return self.summary()
+
+
+class FigureSync:
+    """Apply freshly computed trace and layout properties to a ``FigureWidget`` in place.
+
+    Only top-level properties that changed since the last sync are sent, in one
+    ``batch_update`` (one message to the frontend); the figure and its traces are never re-created.
+    """
+
+    def __init__(self, fig: Any, traces: list[dict], layout: dict) -> None:
+        self.fig = fig
+        self._traces = [dict(t) for t in traces]
+        self._layout = dict(layout)
+        self.updates = 0
+
+    def apply(self, traces: list[dict], layout: dict) -> bool:
+        """Send what changed; returns False if nothing did."""
+        if len(traces) != len(self.fig.data):
+            raise ValueError(
+                f"A live figure keeps its {len(self.fig.data)} traces; got properties for {len(traces)}."
+            )
+        edits = []
+        for i, props in enumerate(traces):
+            prev = self._traces[i]
+            changed = {k: v for k, v in props.items() if k != "type" and prev.get(k) != v}
+            if changed:
+                edits.append((i, changed))
+        relayout = {k: v for k, v in layout.items() if self._layout.get(k) != v}
+        if not edits and not relayout:
+            return False
+        with self.fig.batch_update():
+            for i, changed in edits:
+                self.fig.data[i].update(changed)
+            if relayout:
+                self.fig.layout.update(relayout)
+        self._traces = [dict(t) for t in traces]
+        self._layout = dict(layout)
+        self.updates += 1
+        return True
