@@ -8,7 +8,6 @@ fixed mapping qrank -> (host, device_id) from the device configuration.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import random
@@ -16,6 +15,7 @@ import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from ..hosts import is_loopback
 from .config import DeviceSpec
 from .errors import BindingError
 
@@ -91,15 +91,6 @@ def local_host_info() -> HostInfo:
     except AttributeError:  # pragma: no cover - non-Linux
         cores = tuple(range(os.cpu_count() or 1))
     return HostInfo(hostname, node_id, tuple(sorted(addresses)), cores)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_binding(qrank: int, comm_rank: int, spec: DeviceSpec, info: HostInfo, single_node: bool) -> None:

@@ -9,9 +9,9 @@ rank 0 to every monitor (scatter/gather).
 from __future__ import annotations
 
 import html
-import ipaddress
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ..hosts import is_loopback
 from .base import FigureSync, LiveView
 
 if TYPE_CHECKING:
@@ -47,19 +47,10 @@ def topology_dict(topology: Any) -> dict[str, Any]:
     }
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def node_host(node: Mapping[str, Any], hosts: list[str]) -> str:
     """The host a node is drawn under: a loopback device host means the job's single node."""
     host = str(node.get("host", "?"))
-    if _is_loopback(host) and len(hosts) == 1:
+    if is_loopback(host) and len(hosts) == 1:
         return hosts[0]
     return host
 
