@@ -48,8 +48,19 @@ from mpiq_magic import kernel as mpiq
 from mpiq_magic.kernel.config import default_devices
 from mpiq_magic.ghz.pipeline import run_ghz
 
+from mpiq_magic.ghz.pipeline import GHZRunError
+
 cases = json.loads(sys.argv[1])
 shots = int(sys.argv[2])
+# Failures first: one refused on the root before anything is sent, one failing on a monitor.
+for label, n, m, method in [("too-wide", 300, 2, None), ("monitor-fails", 80, 2, "statevector")]:
+    devices = [replace(d, method=method or d.method) for d in default_devices(3)]
+    hc = mpiq.init(devices=devices, classical=1, timeout=60)
+    try:
+        run_ghz(hc, n, m, shots=8, serial=True, timeout=60)
+    except GHZRunError as exc:
+        print("RESULT " + json.dumps({"label": label, "error": str(exc)}), flush=True)
+    hc.free()
 for label, n, m, serial, method, noise in cases:
     devices = [replace(d, method=method or d.method, noise=noise) for d in default_devices(3)]
     hc = mpiq.init(devices=devices, classical=1, timeout=90)
@@ -66,7 +77,7 @@ for label, n, m, serial, method, noise in cases:
 def runs(tmp_path_factory):
     proc = run_mpi(JOB, 4, timeout=150, args=[json.dumps(CASES), str(SHOTS)], tmp_path=tmp_path_factory.mktemp("ghz"))
     got = {r["label"]: r for r in results(proc)}
-    assert set(got) == {c[0] for c in CASES}, proc.stdout + proc.stderr
+    assert set(got) == {c[0] for c in CASES} | {"too-wide", "monitor-fails"}, proc.stdout + proc.stderr
     return got
 
 
@@ -130,3 +141,11 @@ def test_pipeline_bookkeeping(runs):
     assert len(rec["releases"]) == 3
     serial = runs["ideal-20x1"]
     assert serial["assignment"] == [[0], [], []] and serial["monitors_used"] == 1
+
+
+def test_failures_are_reported_and_nobody_hangs(runs):
+    """Both failures came back as GHZRunError on the root, and the job went on to every case."""
+    assert "Block 0 of the 300-qubit GHZ is 150 qubits wide, but device 127.0.0.1:0 (qrank 0) has 128" in runs["too-wide"]["error"]
+    lines = runs["monitor-fails"]["error"].splitlines()
+    assert lines and all(line.startswith("[qrank 0:execute] block ") for line in lines)
+    assert "127.0.0.1:0" in lines[0]

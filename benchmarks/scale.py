@@ -1,0 +1,136 @@
+"""A 10,000-qubit GHZ end to end: 100-qubit blocks over 4 monitors, method automatic.
+
+Measures, in one run of the same job ``mpiq ghz`` launches (bundled mpiexec, 1 classical rank +
+4 monitors): wall time from launch to the reconstructed result (start-up included), the
+pipeline time after the processes are up, and memory -- the peak of the summed RSS of the whole
+process tree (sampled every 20 ms) and the sum of every rank's own peak RSS (an upper bound).
+Targets on 2 cores: end to end <= 30 s, memory <= 4 GiB.
+
+    .venv/bin/python benchmarks/scale.py
+    .venv/bin/python benchmarks/scale.py --qubits 20000 --blocks 200
+
+Writes benchmarks/results/scale.json and .md. Not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+
+from mpiq_magic.ghz.cli import launch_job  # noqa: E402
+
+GIB = 2**30
+
+
+class TreeMemory(threading.Thread):
+    """Samples the summed RSS of this process and all its descendants."""
+
+    def __init__(self, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = 0
+        self.peak_processes = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self._halt.is_set():
+            total, count = 0, 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                    count += 1
+                except psutil.Error:
+                    pass
+            if total > self.peak:
+                self.peak, self.peak_processes = total, count
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--qubits", type=int, default=10_000)
+    ap.add_argument("--blocks", type=int, default=100)
+    ap.add_argument("--monitors", type=int, default=4)
+    ap.add_argument("--shots", type=int, default=1024)
+    ap.add_argument("--method", default="automatic")
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+
+    spec = {"timeout": args.timeout, "warmup": True, "top": 4,
+            "runs": [{"qubits": args.qubits, "blocks": args.blocks, "shots": args.shots, "serial": False,
+                      "method": args.method, "label": f"GHZ({args.qubits})"}]}
+    load_before = os.getloadavg()
+    sampler = TreeMemory()
+    sampler.start()
+    t0 = time.perf_counter()
+    try:
+        out = launch_job(spec, args.monitors, timeout=args.timeout)
+    finally:
+        sampler.stop()
+    wall = time.perf_counter() - t0
+    run = out["runs"][0]
+    rank_peaks = out.get("peak_rss_bytes") or []
+    row = {
+        "qubits": args.qubits, "blocks": args.blocks, "block_width": max(run["block_widths"]),
+        "monitors": args.monitors, "shots": args.shots, "method": run["method"],
+        "end_to_end": wall, "startup": out["startup"]["total"], "pipeline": run["timings"]["total"],
+        "timings": run["timings"], "p_all_zero": run["p_all_zero"], "p_all_one": run["p_all_one"],
+        "ghz_population": run["ghz_population"], "compile_cache": run["compile_cache"],
+        "peak_tree_rss": sampler.peak, "peak_tree_processes": sampler.peak_processes,
+        "sum_rank_peak_rss": sum(rank_peaks), "rank_peak_rss": rank_peaks,
+        "target_seconds": 30.0, "target_bytes": 4 * GIB,
+    }
+    row["time_ok"] = wall <= row["target_seconds"]
+    row["memory_ok"] = max(sampler.peak, sum(rank_peaks)) <= row["target_bytes"]
+    result = {
+        "benchmark": "scale",
+        "command": "python benchmarks/scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cores": len(os.sched_getaffinity(0)),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "row": row,
+    }
+    t = run["timings"]
+    print(
+        f"GHZ({args.qubits}) in {args.blocks} blocks on {args.monitors} monitors ({run['method']}): end to end "
+        f"{wall:.2f} s (start-up {row['startup']:.2f} s, pipeline {row['pipeline']:.2f} s: "
+        + ", ".join(f"{k} {t[k]:.3f}" for k in ("compile", "scatter", "barrier", "execute", "gather", "reconstruct"))
+        + f"); memory: tree peak {sampler.peak / GIB:.2f} GiB, sum of rank peaks {sum(rank_peaks) / GIB:.2f} GiB; "
+        f"P(0..0) {run['p_all_zero']:.3f}, P(1..1) {run['p_all_one']:.3f}"
+    )
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scale.json").write_text(json.dumps(result, indent=1))
+    md = [
+        f"<!-- generated by `{result['command']}` on {result['date']}, {result['cores']} cores -->",
+        "",
+        "| qubits | blocks | monitors | method | end to end (s) | start-up (s) | pipeline (s) | execute (s) | reconstruct (s) | peak memory, process tree (GiB) | sum of rank peaks (GiB) | targets (30 s, 4 GiB) |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|:--:|",
+        f"| {args.qubits} | {args.blocks} | {args.monitors} | {run['method']} | {wall:.2f} | {row['startup']:.2f} | "
+        f"{row['pipeline']:.2f} | {t['execute']:.2f} | {t['reconstruct']:.3f} | {sampler.peak / GIB:.2f} | "
+        f"{sum(rank_peaks) / GIB:.2f} | {'yes' if row['time_ok'] and row['memory_ok'] else '**no**'} |",
+    ]
+    (out_dir / "scale.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out_dir / 'scale.json'} and {out_dir / 'scale.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
