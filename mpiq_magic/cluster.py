@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -159,6 +160,7 @@ class ScatterResult:
     compile_cache: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     job: int = 0
+    stdout: str = ""  # what the cell printed on classical rank 0
 
     @property
     def ok(self) -> bool:
@@ -167,6 +169,36 @@ class ScatterResult:
     @property
     def counts(self) -> list[dict[str, int] | None]:
         return [getattr(r, "counts", None) for r in self.results]
+
+
+class BarrierRecords(list):
+    """``BarrierRecord`` dicts of consecutive barriers, shown as a short summary."""
+
+    def skews(self) -> list[float]:
+        return [r["skew"] for r in self if r.get("skew") is not None]
+
+    def summary(self) -> str:
+        if not self:
+            return "no barrier records"
+        flag = self[0]["flag"]
+        skews = sorted(self.skews())
+        waits = sorted(
+            max(r["releases"] or [r["local_release"]]) - min(r["arrivals"]) for r in self if r.get("arrivals")
+        )
+        line = f"{len(self)} {flag} barrier(s) over {len(self[0]['members'])} process(es)"
+        if skews:
+            line += f": release skew median {_median(skews) * 1e6:.1f} us, max {skews[-1] * 1e6:.1f} us"
+        if waits:
+            line += f"; arrival-to-release median {_median(waits) * 1e6:.1f} us"
+        return line
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.summary())
+
+
+def _median(values: Sequence[float]) -> float:
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
 @dataclass
@@ -467,6 +499,28 @@ class HybridCluster:
             self._emit({"event": "status", "who": self.engines[e].who, "status": "dead"})
         return ClusterStatus(True, tuple(rows))
 
+    @contextmanager
+    def client_traffic(self):
+        """Count the bytes and messages this client receives inside the ``with`` block.
+
+        Yields a dict with ``bytes`` and ``messages``; shows that payloads travel over MPI-Q
+        and never through the client (or the controller, which relays everything the client gets).
+        """
+        session = self.client.session
+        counter = {"bytes": 0, "messages": 0}
+        feed = session.feed_identities
+
+        def counting(msg_list, copy=True):
+            counter["messages"] += 1
+            counter["bytes"] += sum(_frame_size(f) for f in msg_list)
+            return feed(msg_list, copy=copy)
+
+        session.feed_identities = counting
+        try:
+            yield counter
+        finally:
+            del session.feed_identities
+
     # ------------------------------------------------------------------ operations
     def run(
         self,
@@ -479,18 +533,20 @@ class HybridCluster:
     ) -> RunResult:
         """Run ``code`` SPMD on those engines (``hc`` is defined there), like ``%%px``."""
         timeout = self._timeout(timeout)
-        ids = self._ids(targets)
-        ar = self.view(ids).execute(code, block=False)
+        ids = self._live("run", self._ids(targets))
+        ar = self.view(ids).execute(code, silent=False, block=False)
         split = dict(zip(ids, ar.split())) if len(ids) > 1 else {ids[0]: ar}
         if stream:
-            with ar.stream_output():
+            with _stream_without_tracebacks(ar):
                 out = self._collect("run", split, timeout, progress, interrupt=True)
+                _wait_for_output(split, out.values)
         else:
             out = self._collect("run", split, timeout, progress, interrupt=True)
+            _wait_for_output(split, out.values)
         result = RunResult(
             values={e: _execute_value(v) for e, v in out.values.items()},
-            stdout={e: ar.stdout[i] for i, e in enumerate(ids)} if len(ids) > 1 else {ids[0]: ar.stdout},
-            stderr={e: ar.stderr[i] for i, e in enumerate(ids)} if len(ids) > 1 else {ids[0]: ar.stderr},
+            stdout={e: _single(split[e].stdout) for e in ids},
+            stderr={e: _single(split[e].stderr) for e in ids},
             async_result=ar,
         )
         if out.failures:
@@ -534,16 +590,22 @@ class HybridCluster:
         _check_shots(shots)
         job = self._next_job()
         deadline = time.time() + max(timeout - _MARGIN, timeout / 2)
+        root = self._ids("classical")[0]
+        dead = set(self._dead_engines(range(self.size)))
+        if root in dead:
+            raise self._dead_error(mode, [root])
+        dead_qranks = sorted(self.engines[e].qrank for e in dead if self.engines[e].role == "quantum")
         tasks = {}
         for info in self.engines:
+            if info.engine in dead:
+                continue
             if info.role == "quantum":
                 tasks[info.engine] = self._apply(info.engine, ops.scatter_monitor, job, deadline=deadline)
             elif info.rank == 0:
                 tasks[info.engine] = self._apply(
                     info.engine, ops.scatter_root, job, code=code, var=var, mode=mode, send_q=send_q,
-                    shots=shots, deadline=deadline, circuits=circuits,
+                    shots=shots, deadline=deadline, circuits=circuits, dead_qranks=dead_qranks,
                 )
-        root = self._ids("classical")[0]
         out = self._collect(mode, tasks, timeout, progress)
         summary = out.values.get(root)
         if summary is None:  # rank 0 failed or did not answer: nothing to keep
@@ -551,7 +613,7 @@ class HybridCluster:
         result = ScatterResult(
             results=summary["results"], missing=summary["missing"], errors=summary["errors"],
             payload_bytes=summary["payload_bytes"], compile_cache=summary["compile_cache"],
-            timings=summary["timings"], job=job,
+            timings=summary["timings"], job=job, stdout=tasks[root].stdout or "",
         )
         failures = self._scatter_failures(mode, result, summary, out)
         if failures:
@@ -566,6 +628,26 @@ class HybridCluster:
             self._remember(err.failures)
             raise err
         return result
+
+    def _dead_error(self, op: str, engines: Sequence[int]) -> ClusterTimeoutError:
+        failures = [
+            EngineFailure(
+                e, op,
+                f"{self.engines[e].label()} is dead (pid {self.engines[e].pid}); restart the cluster "
+                "(%mpiq stop, then %mpiq start) to use it again.",
+                "dead",
+            )
+            for e in engines
+        ]
+        self._remember(failures)
+        return ClusterTimeoutError(f"{op} needs engine(s) {list(engines)}, which are dead.", failures)
+
+    def _live(self, op: str, ids: Sequence[int]) -> list[int]:
+        """``ids``, or a ClusterTimeoutError if one of them is dead (collectives need everyone)."""
+        dead = self._dead_engines(ids)
+        if dead:
+            raise self._dead_error(op, dead)
+        return list(ids)
 
     def _scatter_failures(self, mode: str, result: ScatterResult, summary: dict, out: _Outcome) -> list[EngineFailure]:
         by_qrank = {i.qrank: i for i in self.engines if i.role == "quantum"}
@@ -583,9 +665,9 @@ class HybridCluster:
                 msg = f"{info.label()} did not answer in time; circuit(s) {indices} got no result."
                 failures.append(EngineFailure(info.engine, mode, msg, "timeout"))
         named = {f.engine for f in failures}
+        owners = summary.get("owners", {})
         for index, message in sorted(result.errors.items()):
-            q = index % max(self.quantum, 1)
-            info = by_qrank.get(q)
+            info = by_qrank.get(owners.get(index, index % max(self.quantum, 1)))
             failures.append(EngineFailure(info.engine if info else None, mode, f"circuit {index}: {message}"))
             named.add(info.engine if info else None)
         for f in out.failures:  # engine-level failures not already explained by a missing circuit
@@ -605,7 +687,8 @@ class HybridCluster:
         timeout = self._timeout(timeout)
         job = self._next_job()
         deadline = time.time() + max(timeout - _MARGIN, timeout / 2)
-        tasks = {e: self._apply(e, ops.gather_op, job, code=code, var=var, deadline=deadline) for e in self._ids("all")}
+        ids = self._live("gather", self._ids("all"))
+        tasks = {e: self._apply(e, ops.gather_op, job, code=code, var=var, deadline=deadline) for e in ids}
         out = self._collect("gather", tasks, timeout, progress)
         summary = out.values.get(self._ids("classical")[0])
         if out.failures or summary is None:
@@ -619,7 +702,7 @@ class HybridCluster:
         *,
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
-    ) -> list[Any]:
+    ) -> BarrierRecords:
         """``repeat`` hybrid barriers (CC, QQ or ALL); one ``BarrierRecord`` dict per barrier."""
         flag = str(flag).upper()
         if flag not in BARRIER_FLAGS:
@@ -630,12 +713,13 @@ class HybridCluster:
             raise ClusterStateError("A QQ barrier needs quantum monitor engines; this cluster has none.")
         timeout = self._timeout(timeout)
         deadline = time.time() + max(timeout - _MARGIN, timeout / 2)
-        tasks = {e: self._apply(e, ops.barrier_op, flag, repeat, deadline=deadline) for e in self._ids("all")}
+        ids = self._live("barrier", self._ids("all"))
+        tasks = {e: self._apply(e, ops.barrier_op, flag, repeat, deadline=deadline) for e in ids}
         out = self._collect("barrier", tasks, timeout, progress)
         if out.failures:
             raise _error(f"The {flag} barrier failed.", out)
         reporter = self._ids("quantum")[0] if flag == "QQ" else 0
-        return out.values[reporter]
+        return BarrierRecords(out.values[reporter])
 
     def ghz(
         self,
@@ -667,7 +751,7 @@ class HybridCluster:
         deadline = time.time() + max(timeout - _MARGIN, timeout / 2)
         tasks = {
             e: self._apply(e, ops.ghz_op, qubits, blocks=blocks, shots=shots, serial=serial, deadline=deadline)
-            for e in self._ids("all")
+            for e in self._live("ghz", self._ids("all"))
         }
         out = self._collect("ghz", tasks, timeout, progress)
         if out.failures:
@@ -774,7 +858,8 @@ class HybridCluster:
                 if not pending:
                     break
             next(iter(pending.values())).wait(POLL_SECONDS)
-        forward_events()
+        _wait_for_output(tasks, [e for e in tasks if e not in pending and e not in dead], timeout=1.0)
+        forward_events()  # events published just before each answer
         values: dict[int, Any] = {}
         failures: list[EngineFailure] = []
         for e, ar in tasks.items():
@@ -794,12 +879,23 @@ class HybridCluster:
             label = self.engines[e].label() if e < len(self.engines) else f"engine {e}"
             failures.append(EngineFailure(e, op, f"{label} did not answer within {timeout:g} s.", "timeout"))
         if interrupt and alive_unanswered:
-            try:  # stop the stuck cell so the engines serve the next one
-                self._client.send_signal(signal.SIGINT, targets=alive_unanswered, block=False)
-            except Exception:
-                pass
+            self._interrupt({e: tasks[e] for e in alive_unanswered})
         self._remember(failures)
         return _Outcome(values, failures, unanswered, sorted(set(dead) | set(late_dead)))
+
+    def _interrupt(self, stuck: Mapping[int, Any], grace: float = 5.0) -> None:
+        """SIGINT the engines still running a cell, and wait (briefly) until they are free again.
+
+        Waiting matters: an interrupted cell makes the engine drop requests already queued
+        behind it, so the next operation must not be sent before the interrupt has landed.
+        """
+        try:
+            self._client.send_signal(signal.SIGINT, targets=list(stuck), block=False)
+        except Exception:
+            return
+        end = time.monotonic() + grace
+        for ar in stuck.values():
+            ar.wait(max(end - time.monotonic(), 0.0))
 
     def _remember(self, failures: Iterable[EngineFailure]) -> None:
         for f in failures:
@@ -839,10 +935,49 @@ def _failures_of(engine: int, op: str, exc: BaseException) -> list[EngineFailure
     return [EngineFailure(engine, op, f"{type(exc).__name__}: {exc}")]
 
 
+@contextmanager
+def _stream_without_tracebacks(ar):
+    """ipyparallel's live output of ``ar`` (``[stdout:N] ...``), minus the error tracebacks:
+    errors are reported once, as ``[rank:run]`` lines, when the cell ends."""
+    show = ar._iopub_streaming_output_callback
+
+    def callback(eid, msg_future, msg):
+        if msg["header"]["msg_type"] != "error":
+            show(eid, msg_future, msg)
+
+    ar._iopub_streaming_output_callback = callback  # looked up when stream_output() subscribes
+    try:
+        with ar.stream_output():
+            yield
+    finally:
+        del ar._iopub_streaming_output_callback
+
+
+def _wait_for_output(split: Mapping[int, Any], answered: Mapping[int, Any], timeout: float = 2.0) -> None:
+    """Let the answered engines' last output (stdout, Out[...]) arrive before it is read."""
+    end = time.monotonic() + timeout
+    for e in answered:
+        try:
+            split[e].wait_for_output(max(end - time.monotonic(), 0.01))
+        except Exception:
+            pass
+
+
+def _frame_size(frame: Any) -> int:
+    try:
+        return memoryview(frame.buffer if hasattr(frame, "buffer") else frame).nbytes
+    except TypeError:
+        return len(frame)
+
+
+def _single(value: Any) -> Any:
+    """The one element of a one-engine result list."""
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
 def _execute_value(value: Any) -> Any:
     """The execute_result of an ``execute`` reply, as text (what ``%%px`` shows as Out[...])."""
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
+    value = _single(value)
     data = getattr(value, "data", None)
     if isinstance(data, Mapping):
         return data.get("text/plain")

@@ -234,8 +234,13 @@ def scatter_root(
     shots: int = 1024,
     deadline: float,
     circuits: Any = None,
+    dead_qranks: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """Classical rank 0's side of a scatter/bcast job; returns results and what is missing."""
+    """Classical rank 0's side of a scatter/bcast job; returns results and what is missing.
+
+    A list of circuits is dealt over the live monitors; with ``send_q`` or for a bcast, the
+    items of dead monitors are reported missing without being sent.
+    """
     from .kernel import QRank
     from .kernel.errors import MPIQTimeoutError
 
@@ -255,9 +260,14 @@ def scatter_root(
                     f"'{var}' or name another variable with --var."
                 )
             circuits = ns[var]
+        live = [j for j in range(quantum) if j not in set(dead_qranks)]
+        if not live:
+            raise RuntimeError(f"Every quantum monitor ({quantum}) is dead; restart the cluster.")
         items = _items(circuits, mode, send_q, quantum, var)
+        if mode == "scatter" and send_q is None:
+            items = [(index, live[index % len(live)], c) for index, _, c in items]
     except BaseException as exc:
-        _abort(hc, job, quantum, f"{type(exc).__name__}: {exc}")
+        _abort(hc, job, [j for j in range(quantum) if j not in set(dead_qranks)], f"{type(exc).__name__}: {exc}")
         raise
     from monitor_engine.payload import compile_for
 
@@ -268,13 +278,13 @@ def scatter_root(
     errors: dict[int, str] = {}
     payload_bytes = 0
     sends = []
-    _publish("scatter", monitors=quantum, circuits=n, job=job)
+    _publish("scatter", monitors=len(live), circuits=n, job=job)
     # Compile one monitor's share, send it, go on: monitors start while rank 0 compiles the rest.
     by_qrank: dict[int, list[tuple[int, Any]]] = {}
     for index, qrank, circuit in items:
         by_qrank.setdefault(qrank, []).append((index, circuit))
     t_compile = 0.0
-    for qrank in range(quantum):
+    for qrank in live:
         t0 = time.perf_counter()
         for index, circuit in by_qrank.get(qrank, []):
             try:
@@ -293,6 +303,7 @@ def scatter_root(
     results: list[Any] = [None] * n
     owner = {index: qrank for index, qrank, _ in items}
     waiting = {index for q in shares for index, _ in shares[q]}
+    never_sent = {index for index, qrank, _ in items if qrank not in live}
     finished: dict[int, str | None] = {}
     dead: list[int] = []
     done_per_qrank = {j: 0 for j in range(quantum)}
@@ -324,8 +335,9 @@ def scatter_root(
                 for index in [i for i in waiting if owner[i] == qrank]:
                     errors[index] = error
                     waiting.discard(index)
+    waiting |= never_sent
     outstanding = sorted({owner[i] for i in waiting})
-    dead = sorted(q for q in outstanding if not peer_alive(hc.resolve(QRank(q))))
+    dead = sorted(q for q in outstanding if q in set(dead_qranks) or not peer_alive(hc.resolve(QRank(q))))
     for req in sends:
         req.test()
     _publish("gather", monitors=quantum, job=job)
@@ -335,6 +347,7 @@ def scatter_root(
         "missing": {i: owner[i] for i in sorted(waiting)},
         "errors": errors,
         "dead_qranks": dead,
+        "owners": owner,
         "payload_bytes": payload_bytes,
         "compile_cache": {"hits": cache.hits - hits0, "misses": cache.misses - misses0},
         "timings": {
@@ -346,11 +359,11 @@ def scatter_root(
     }
 
 
-def _abort(hc, job: int, quantum: int, reason: str) -> None:
+def _abort(hc, job: int, qranks: Sequence[int], reason: str) -> None:
     from .kernel import QRank
 
     payload_tag, _ = job_tags(job)
-    for qrank in range(quantum):
+    for qrank in qranks:
         try:
             hc.isend(("abort", job, reason), QRank(qrank), tag=payload_tag)
         except Exception:
