@@ -108,6 +108,7 @@ def summarise(rows, runs, methods, startup, ncores, table):
                 "parallel_stages": {k: statistics.median(r["timings"][k] for r in par_runs) for k in par_runs[0]["timings"]},
                 "ghz_population": min(r["ghz_population"] for r in mine),
                 "startup": startup["total"],
+                "other_cpu_share": max(r.get("other_cpu_share", 0.0) for r in mine),
             }
             out.append(row)
     return out
@@ -125,8 +126,8 @@ def markdown(rows) -> str:
                 + (f"; efficiency >= {TARGET_EFFICIENCY} for blocks >= {EFFICIENCY_MIN_BLOCK} qubits" if method == "statevector" else "")
                 + ")",
                 "",
-                "| qubits | nodes | block | paper T_serial | paper T_par | paper S | T_serial (s) | T_parallel (s) | S | cores | eff. | T_par / paper | start-up (s) | ok |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|",
+                "| qubits | nodes | block | paper T_serial | paper T_par | paper S | T_serial (s) | T_parallel (s) | S | cores | eff. | T_par / paper | start-up (s) | others' CPU | ok |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|",
             ]
             for r in sel:
                 ok = r["ratio_ok"] and (r["efficiency_ok"] is not False)
@@ -134,7 +135,7 @@ def markdown(rows) -> str:
                 lines.append(
                     f"| {r['qubits']} | {r['nodes']} | {r['block']} | {r['paper_serial']:.2f} | {r['paper_parallel']:.2f} | "
                     f"{r['paper_speedup']:.2f} | {r['serial']:.3f} | {r['parallel']:.3f} | {r['speedup']:.2f} | {r['cores']} | "
-                    f"{eff} | {r['ratio_to_paper']:.4f} | {r['startup']:.1f} | {'yes' if ok else '**no**'} |"
+                    f"{eff} | {r['ratio_to_paper']:.4f} | {r['startup']:.1f} | {100 * r['other_cpu_share']:.0f}% | {'yes' if ok else '**no**'} |"
                 )
             lines.append("")
     return "\n".join(lines)
@@ -198,7 +199,10 @@ def main(argv=None) -> int:
         f"Median of {args.repeat} interleaved serial/parallel repetitions per row (1 for statevector blocks >= 23 "
         f"qubits), {args.shots} shots. 1-minute load average {load_start[0]:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end (the machine is shared). Start-up = mpiexec launch -> processes "
-        f"ready (imports, init, warm-up), per job, not included in T_serial / T_parallel.\n\n" + markdown(rows)
+        f"ready (imports, init, warm-up), per job, not included in T_serial / T_parallel. `others' CPU` = "
+        f"the largest share of the host's CPU time that processes outside the job used during one of the row's "
+        f"runs (/proc/stat minus the job's own CPU time): the machine is shared.\n\n"
+        + markdown(rows)
     )
     print(f"wrote {out / 'paper_tables.json'} and {out / 'paper_tables.md'}")
     return 0

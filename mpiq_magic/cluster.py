@@ -595,19 +595,22 @@ class HybridCluster:
         if root in dead:
             raise self._dead_error(mode, [root])
         dead_qranks = sorted(self.engines[e].qrank for e in dead if self.engines[e].role == "quantum")
-        tasks = {}
-        for info in self.engines:
-            if info.engine in dead:
-                continue
-            if info.role == "quantum":
-                tasks[info.engine] = self._apply(info.engine, ops.scatter_monitor, job, deadline=deadline)
-            elif info.rank == 0:
-                tasks[info.engine] = self._apply(
-                    info.engine, ops.scatter_root, job, code=code, var=var, mode=mode, send_q=send_q,
-                    shots=shots, deadline=deadline, circuits=circuits, dead_qranks=dead_qranks,
-                )
-        out = self._collect(mode, tasks, timeout, progress)
+        root_kwargs = dict(code=code, var=var, mode=mode, send_q=send_q, shots=shots, dead_qranks=dead_qranks)
+        monitors = [i.engine for i in self.engines if i.role == "quantum" and i.engine not in dead]
+        if circuits is None:
+            # one request for all: serialised once, rank 0 and the monitors start together
+            ids = [root, *monitors]
+            ar = self.view(ids).apply_async(ops.scatter_task, job, deadline, root_kwargs)
+            tasks = dict(zip(ids, ar.split()))
+        else:  # client-side circuits go to rank 0 only
+            tasks = {root: self._apply(root, ops.scatter_root, job, deadline=deadline, circuits=circuits, **root_kwargs)}
+            tasks.update({e: self._apply(e, ops.scatter_monitor, job, deadline=deadline) for e in monitors})
+        self._emit({"event": "scatter", "monitors": len(monitors), "job": job}, progress)
+        seen: dict[int, int] = {}
+        out = self._collect(mode, tasks, timeout, _track_executed(progress, seen))
         summary = out.values.get(root)
+        if summary is not None:
+            self._finish_events(summary, seen, job, progress)
         if summary is None:  # rank 0 failed or did not answer: nothing to keep
             raise _error(f"%%mpiq {mode} failed on classical rank 0; no circuit ran.", out)
         result = ScatterResult(
@@ -628,6 +631,23 @@ class HybridCluster:
             self._remember(err.failures)
             raise err
         return result
+
+    def _finish_events(self, summary: dict, seen: Mapping[int, int], job: int, progress) -> None:
+        """Emit the last ``executed`` event of each monitor (monitors skip them on short jobs), then ``gather``."""
+        per_qrank: dict[int, list[Any]] = {}
+        for index, result in enumerate(summary["results"]):
+            q = summary.get("owners", {}).get(index)
+            if q is not None:
+                per_qrank.setdefault(q, []).append(result)
+        for q, results in sorted(per_qrank.items()):
+            done = sum(r is not None for r in results)
+            if done and seen.get(q, 0) < done:
+                last = [r for r in results if r is not None][-1]
+                self._emit({
+                    "event": "executed", "qrank": q, "done": done, "total": len(results),
+                    "seconds": last.timings.get("execute"), "job": job,
+                }, progress)
+        self._emit({"event": "gather", "monitors": len(per_qrank), "job": job}, progress)
 
     def _dead_error(self, op: str, engines: Sequence[int]) -> ClusterTimeoutError:
         failures = [
@@ -961,6 +981,18 @@ def _wait_for_output(split: Mapping[int, Any], answered: Mapping[int, Any], time
             split[e].wait_for_output(max(end - time.monotonic(), 0.01))
         except Exception:
             pass
+
+
+def _track_executed(progress, seen: dict[int, int]) -> ProgressCallback:
+    """A progress callback that also records how far each monitor's ``executed`` events got."""
+
+    def callback(event: Mapping[str, Any]) -> None:
+        if event.get("event") == "executed" and isinstance(event.get("qrank"), int):
+            seen[event["qrank"]] = max(seen.get(event["qrank"], 0), int(event.get("done") or 0))
+        if progress is not None:
+            progress(event)
+
+    return callback
 
 
 def _frame_size(frame: Any) -> int:

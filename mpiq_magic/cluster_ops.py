@@ -22,11 +22,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import time
-import traceback
 from typing import Any, Sequence
 
+#: Rank 0 publishes the monitors' progress at most once per interval (nothing for shorter jobs;
+#: the client emits the final events from the results).
+EVENT_INTERVAL = 0.1
 #: Tags of cluster jobs on the hybrid communicator (user code should avoid 20000..27999).
 TAG_BASE = 20000
 _TAG_JOBS = 4000
@@ -278,7 +279,6 @@ def scatter_root(
     errors: dict[int, str] = {}
     payload_bytes = 0
     sends = []
-    _publish("scatter", monitors=len(live), circuits=n, job=job)
     # Compile one monitor's share, send it, go on: monitors start while rank 0 compiles the rest.
     by_qrank: dict[int, list[tuple[int, Any]]] = {}
     for index, qrank, circuit in items:
@@ -307,10 +307,25 @@ def scatter_root(
     finished: dict[int, str | None] = {}
     dead: list[int] = []
     done_per_qrank = {j: 0 for j in range(quantum)}
+    total_per_qrank = {j: len(shares[j]) for j in range(quantum)}
+    published = dict(done_per_qrank)
+    last_publish = time.perf_counter()
+    last_result: dict[int, tuple[int, Any]] = {}
     while waiting:
         left = _remaining(deadline)
         if left <= 0:
             break
+        now = time.perf_counter()
+        if now - last_publish >= EVENT_INTERVAL:  # live progress, only for jobs that take a while
+            last_publish = now
+            for q, done in done_per_qrank.items():
+                if done != published[q]:
+                    published[q] = done
+                    index, result = last_result[q]
+                    _publish(
+                        "executed", qrank=q, block=index, done=done, total=total_per_qrank[q],
+                        seconds=getattr(result, "timings", {}).get("execute"), job=job,
+                    )
         try:
             msg = hc.recv(tag=result_tag, timeout=min(_POLL, left))
         except MPIQTimeoutError:
@@ -326,6 +341,7 @@ def scatter_root(
             results[index] = result
             waiting.discard(index)
             done_per_qrank[owner[index]] += 1
+            last_result[owner[index]] = (index, result)
             if getattr(result, "error", None):
                 errors[index] = result.error
         elif msg[0] == "done":
@@ -340,7 +356,6 @@ def scatter_root(
     dead = sorted(q for q in outstanding if q in set(dead_qranks) or not peer_alive(hc.resolve(QRank(q))))
     for req in sends:
         req.test()
-    _publish("gather", monitors=quantum, job=job)
     return {
         "job": job,
         "results": results,
@@ -400,14 +415,9 @@ def scatter_monitor(job: int, *, deadline: float) -> dict[str, Any]:
     try:
         monitor = _monitor()
         for k, (index, payload) in enumerate(share):
-            t1 = time.perf_counter()
             result = monitor.execute(payload, sent_at=sent_at if k == 0 else None)
             hc.send(("result", job, index, result), Rank(0), tag=result_tag, timeout=max(_remaining(deadline), 1.0))
             executed += 1
-            _publish(
-                "executed", qrank=hc.qrank, block=index, done=k + 1, total=len(share),
-                seconds=time.perf_counter() - t1, job=job,
-            )
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         try:  # rank 0 stops waiting for this monitor's remaining payloads
@@ -416,6 +426,16 @@ def scatter_monitor(job: int, *, deadline: float) -> dict[str, Any]:
             pass
         raise RuntimeError(error) from exc
     return {"qrank": hc.qrank, "executed": executed, "seconds": time.perf_counter() - t0}
+
+
+def scatter_task(job: int, deadline: float, root_kwargs: dict[str, Any]) -> Any:
+    """One request for every engine of a scatter/bcast: each takes its part by role."""
+    hc = _hc()
+    if hc.is_quantum:
+        return scatter_monitor(job, deadline=deadline)
+    if hc.rank == 0:
+        return scatter_root(job, deadline=deadline, **root_kwargs)
+    return None
 
 
 def idle() -> None:
@@ -491,13 +511,3 @@ def ghz_op(qubits: int, *, blocks: int | None, shots: int, serial: bool, deadlin
         return None
     _publish("result", result=result.to_dict(top=64))
     return result
-
-
-def sleep(seconds: float) -> float:
-    """For tests of timeouts: keep this engine busy."""
-    time.sleep(seconds)
-    return seconds
-
-
-def describe_exception() -> str:  # pragma: no cover - debugging aid
-    return "".join(traceback.format_exception(*sys.exc_info()))

@@ -19,9 +19,8 @@ def describe(event: Mapping[str, Any]) -> str | None:
     """One line for an event, or None for events not worth a line."""
     kind = event.get("event")
     if kind == "scatter":
-        if "circuits" in event:
-            return f"scatter: {event['circuits']} circuit(s) compiled and sent to {event.get('monitors', '?')} monitor(s)"
-        return f"scatter: payloads sent to {event.get('monitors', '?')} monitor(s) ({event.get('bytes', 0)} bytes)"
+        size = f" ({event['bytes']} bytes)" if "bytes" in event else ""
+        return f"scatter: payloads to {event.get('monitors', '?')} monitor(s){size}"
     if kind == "executed":
         secs = event.get("seconds")
         took = f" ({secs * 1e3:.1f} ms)" if isinstance(secs, (int, float)) else ""

@@ -49,6 +49,17 @@ def device_specs(spec: dict, quantum: int, method: str | None, noise: dict | Non
     return [replace(s, **overrides) for s in specs]
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU seconds every process on this host has used since boot (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -87,14 +98,22 @@ def main(argv: list[str]) -> int:
             progress = emit if spec.get("progress", True) else None
             if is_root and progress:
                 emit("run", {"index": index, "of": len(spec["runs"]), "label": run.get("label", "")})
+            cpu0, busy0, wall0 = time.process_time(), _busy_cpu_seconds(), time.perf_counter()
             result = run_ghz(
                 hc, int(run["qubits"]), run.get("blocks"), shots=int(run.get("shots", 1024)),
                 serial=bool(run.get("serial", False)), timeout=timeout, progress=progress,
             )
+            ours = world.gather(time.process_time() - cpu0, root=0)
             if result is not None:
+                # CPU the rest of the host used meanwhile: a shared machine shows up here.
+                wall = time.perf_counter() - wall0
+                foreign = max(0.0, _busy_cpu_seconds() - busy0 - sum(ours))
+                result_cpu = {"job_cpu_seconds": sum(ours), "other_cpu_seconds": foreign,
+                              "other_cpu_share": foreign / (wall * (os.cpu_count() or 1))}
                 d = result.to_dict(top=top)
                 d["label"] = run.get("label", "")
                 d["requested_method"] = run.get("method") or "device default"
+                d.update(result_cpu)
                 out["runs"].append(d)
         if spec.get("barriers"):
             out["barrier_rounds"] = _barrier_rounds(hc, int(spec["barriers"]), timeout)
