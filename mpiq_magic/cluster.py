@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import cluster_ops as ops
-from .errors import ClusterStateError, ClusterTimeoutError, EngineFailure, HybridClusterError
+from .errors import ClusterStateError, ClusterTimeoutError, ClusterUsageError, EngineFailure, HybridClusterError
 from .kernel.errors import ConfigError
 from .progress import ProgressCallback
 
@@ -726,9 +726,9 @@ class HybridCluster:
         """``repeat`` hybrid barriers (CC, QQ or ALL); one ``BarrierRecord`` dict per barrier."""
         flag = str(flag).upper()
         if flag not in BARRIER_FLAGS:
-            raise ValueError(f"Unknown barrier flag {flag!r}; use one of {', '.join(BARRIER_FLAGS)}.")
+            raise ClusterUsageError(f"Unknown barrier flag {flag!r}; use one of {', '.join(BARRIER_FLAGS)}.")
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-            raise ValueError(f"repeat must be a positive integer, got {repeat!r}.")
+            raise ClusterUsageError(f"repeat must be a positive integer, got {repeat!r}.")
         if flag == "QQ" and self.quantum == 0:
             raise ClusterStateError("A QQ barrier needs quantum monitor engines; this cluster has none.")
         timeout = self._timeout(timeout)
@@ -758,9 +758,9 @@ class HybridCluster:
         communicator); ``blocks`` defaults to ``nodes``. Returns the ``GHZResult``.
         """
         if isinstance(qubits, bool) or not isinstance(qubits, int) or qubits < 1:
-            raise ValueError(f"The GHZ needs at least 1 qubit, got {qubits!r}.")
+            raise ClusterUsageError(f"The GHZ needs at least 1 qubit, got {qubits!r}.")
         if nodes is not None and nodes != self.quantum:
-            raise ValueError(
+            raise ClusterUsageError(
                 f"--nodes {nodes} does not match the {self.quantum} quantum monitor engine(s) of this "
                 f"cluster; start one with -q {nodes} or pass --nodes {self.quantum}."
             )
@@ -798,7 +798,7 @@ class HybridCluster:
         self._require()
         if isinstance(targets, str):
             if targets not in TARGETS:
-                raise ValueError(f"Unknown targets {targets!r}; use one of {', '.join(TARGETS)} or a list of engine ids.")
+                raise ClusterUsageError(f"Unknown targets {targets!r}; use one of {', '.join(TARGETS)} or a list of engine ids.")
             if targets == "all":
                 return list(range(self.size))
             if targets == "classical":
@@ -810,7 +810,7 @@ class HybridCluster:
         ids = [int(t) for t in targets]
         bad = [t for t in ids if not 0 <= t < self.size]
         if bad:
-            raise ValueError(f"Engine id(s) {bad} do not exist; this cluster has engines 0..{self.size - 1}.")
+            raise ClusterUsageError(f"Engine id(s) {bad} do not exist; this cluster has engines 0..{self.size - 1}.")
         return ids
 
     def _apply(self, engine: int, fn: Callable, *args: Any, **kwargs: Any):
@@ -853,31 +853,40 @@ class HybridCluster:
         seen: dict[int, set] = {e: set() for e in tasks}  # event keys repeat across engines
         pending = dict(tasks)
         dead: list[int] = []
-        next_check = 0.0
+
         def forward_events() -> None:
             for e, ar in tasks.items():
                 for ev in collect_events(ar.data, seen[e]):
                     self._emit(ev, progress)
 
-        while pending:
-            forward_events()
-            for e, ar in list(pending.items()):
-                if ar.ready():
-                    pending.pop(e)
-            if not pending:
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if now >= next_check and self.engines:
-                next_check = now + 0.25
-                for e in self._dead_engines(pending):
-                    pending.pop(e)
-                    dead.append(e)
-                    self._emit({"event": "status", "who": self.engines[e].who, "status": "dead"}, progress)
+        def wait() -> None:
+            next_check = 0.0
+            while pending:
+                forward_events()
+                for e, ar in list(pending.items()):
+                    if ar.ready():
+                        pending.pop(e)
                 if not pending:
-                    break
-            next(iter(pending.values())).wait(POLL_SECONDS)
+                    return
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if now >= next_check and self.engines:
+                    next_check = now + 0.25
+                    for e in self._dead_engines(pending):
+                        pending.pop(e)
+                        dead.append(e)
+                        self._emit({"event": "status", "who": self.engines[e].who, "status": "dead"}, progress)
+                    if not pending:
+                        return
+                next(iter(pending.values())).wait(POLL_SECONDS)
+
+        try:
+            wait()
+        except KeyboardInterrupt:
+            if interrupt:  # like %%px: pass the interrupt on to the engines
+                self._interrupt({e: tasks[e] for e in pending}, grace=2.0)
+            raise
         _wait_for_output(tasks, [e for e in tasks if e not in pending and e not in dead], timeout=1.0)
         forward_events()  # events published just before each answer
         values: dict[int, Any] = {}
@@ -926,12 +935,12 @@ class HybridCluster:
 # ----------------------------------------------------------------------------- helpers
 def _check_timeout(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}.")
+        raise ClusterUsageError(f"{name} must be a positive number of seconds, got {value!r}.")
 
 
 def _check_shots(shots: Any) -> None:
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-        raise ValueError(f"shots must be a positive integer, got {shots!r}.")
+        raise ClusterUsageError(f"shots must be a positive integer, got {shots!r}.")
 
 
 def _named(out: _Outcome) -> set:

@@ -69,3 +69,7 @@ class ClusterTimeoutError(HybridClusterError, TimeoutError):
 
 class ClusterStateError(MPIQError):
     """The cluster is not in a state that allows the operation (not started, already running...)."""
+
+
+class ClusterUsageError(MPIQError, ValueError):
+    """An argument of a cluster operation is wrong (checked before anything is sent to the engines)."""

@@ -257,7 +257,13 @@ class MPIQMagics(Magics):
         if name == "help":
             print(USAGE)
             return None
-        return getattr(self, f"_{name}")(args, cell)
+        from .errors import ClusterStateError, ClusterUsageError
+        from .kernel.errors import ConfigError
+
+        try:
+            return getattr(self, f"_{name}")(args, cell)
+        except (ClusterUsageError, ClusterStateError, ConfigError) as exc:  # misuse: no traceback
+            raise UsageError(f"{exc}\n{PARSERS[name].format_usage().strip()}") from None
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

@@ -64,6 +64,16 @@ def test_topology_and_status(hybrid_cluster):
     assert "4 engines (4 idle, 0 busy, 0 dead)" in text and "qrank 2  127.0.0.1:2" in text
 
 
+def test_status_shows_busy_engines(hybrid_cluster):
+    c = hybrid_cluster
+    ar = c.view([2]).execute("import time; time.sleep(1.5)", block=False)
+    time.sleep(0.3)
+    states = [e.state for e in c.status().engines]
+    ar.get(timeout=30)
+    assert states == ["idle", "idle", "busy", "idle"], states
+    assert [e.state for e in c.status().engines] == ["idle"] * 4
+
+
 def test_run_collects_values_output_and_errors_as_rank_lines(hybrid_cluster):
     c = hybrid_cluster
     res = c.run("print('rank', hc.comm_rank)\nhc.comm_rank * 10", targets="quantum")

@@ -221,6 +221,13 @@ def test_scatter_failure_keeps_partial_results(ip, magics):
     ip.run_cell("%mpiq stop")
 
 
+def test_bad_devices_file_is_a_usage_error_before_anything_starts(ip, magics, tmp_path):
+    err = run_error(ip, f"%mpiq start -q 2 --devices {tmp_path / 'missing.toml'}")
+    assert isinstance(err, UsageError)
+    assert "Cannot read devices file" in str(err) and "missing.toml" in str(err)
+    assert "usage: %mpiq start" in str(err) and M.active_cluster() is None
+
+
 def test_help_lists_every_subcommand(ip, capsys):
     ip.run_line_magic("mpiq", "help")
     out = capsys.readouterr().out
