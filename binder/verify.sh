@@ -5,11 +5,16 @@
 #
 #   binder/verify.sh                                   # notebooks/01_quickstart.ipynb
 #   binder/verify.sh notebooks/06_headless_and_hpc.ipynb
-#   PYTHON=python3.11 KEEP=1 binder/verify.sh          # pick the interpreter; keep the work folder
+#   PYTHON=python3.11 KEEP=1 binder/verify.sh          # pick the interpreter (default: .venv's base
+#                                                      # Python, else python3); keep the work folder
 #
 # Every step is bounded by a timeout; the whole check takes a few minutes (most of it pip).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
+# Default interpreter: the one the project's .venv was made from (make test creates it), else python3.
+if [ -z "${PYTHON:-}" ] && [ -x "$REPO/.venv/bin/python" ]; then
+    PYTHON="$("$REPO/.venv/bin/python" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')"
+fi
 PYTHON="${PYTHON:-python3}"
 [ $# -gt 0 ] || set -- notebooks/01_quickstart.ipynb
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mpiq-binder-XXXXXX")"

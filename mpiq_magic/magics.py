@@ -244,8 +244,12 @@ class MPIQMagics(Magics):
 
     def __init__(self, shell=None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
-        #: Makes the progress callback of one operation (the widgets can replace it).
+        #: Makes the progress callback of one operation when no widget frontend is there.
         self.progress_factory: Callable[[], Any] = TextProgress
+        #: "auto" shows live widgets where a frontend can render them (see mpiq_magic.widgets);
+        #: "text" keeps to progress lines. ``$MPIQ_WIDGETS`` overrides auto-detection.
+        self.widget_mode: str = "auto"
+        self._topology_view: Any = None
         #: How ``%mpiq start`` builds the cluster (default HybridCluster; tests may swap it).
         self.cluster_factory: Callable[..., Any] | None = None
 
@@ -275,8 +279,34 @@ class MPIQMagics(Magics):
     def _ns(self) -> dict:
         return self.shell.user_ns if self.shell is not None else {}
 
-    def _with_progress(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        progress = self.progress_factory()
+    def _live(self, *views: str) -> Any:
+        """The progress callback of one operation: a widget dashboard of ``views`` when the
+        frontend can show one, else :attr:`progress_factory` (text lines)."""
+        if self.widget_mode == "text" or self.progress_factory is not TextProgress:
+            return self.progress_factory()
+        from .widgets import Dashboard, resolve_mode
+
+        mode = resolve_mode(self.widget_mode)
+        if mode == "text":
+            return self.progress_factory()
+        from . import widgets
+
+        made = [getattr(widgets, name)(mode=mode) for name in views]
+        if self._topology_view is not None:
+            made.append(self._topology_view)  # status changes (busy, dead) show on the topology
+        return Dashboard(*made, mode=mode).show()
+
+    def _show_topology(self, cluster: Any) -> None:
+        if self.widget_mode == "text":
+            return
+        from .widgets import TopologyWidget, resolve_mode
+
+        mode = resolve_mode(self.widget_mode)
+        if mode != "text":
+            self._topology_view = TopologyWidget(cluster.topology, mode=mode).show()
+
+    def _with_progress(self, fn: Callable[..., Any], *views: str, **kwargs: Any) -> Any:
+        progress = self._live(*views) if views else self.progress_factory()
         try:
             return fn(progress=progress, **kwargs)
         finally:
@@ -303,11 +333,13 @@ class MPIQMagics(Magics):
             f"(engine id == MPI rank) in {cluster.start_seconds or 0:.1f} s; the cluster is `mpiq_cluster`."
         )
         print(cluster.topology)
+        self._show_topology(cluster)
 
     def _stop(self, args, cell):
         if _active is None:
             raise UsageError(NO_CLUSTER)
         shutdown_active_cluster()
+        self._topology_view = None
         self._ns().pop("mpiq_cluster", None)
         print("Stopped the hybrid cluster.")
 
@@ -317,11 +349,13 @@ class MPIQMagics(Magics):
         return _active.status()
 
     def _topology(self, args, cell):
-        print(self._cluster().topology)
+        cluster = self._cluster()
+        print(cluster.topology)
+        self._show_topology(cluster)
 
     def _barrier(self, args, cell):
         cluster = self._cluster()
-        records = self._with_progress(cluster.barrier, flag=args.flag, repeat=args.repeat, timeout=args.timeout)
+        records = self._with_progress(cluster.barrier, "BarrierWidget", flag=args.flag, repeat=args.repeat, timeout=args.timeout)
         if args.out:
             self._ns()[args.out] = records
         return records
@@ -329,7 +363,7 @@ class MPIQMagics(Magics):
     def _ghz(self, args, cell):
         cluster = self._cluster()
         result = self._with_progress(
-            cluster.ghz, qubits=args.qubits, nodes=args.nodes, blocks=args.blocks, shots=args.shots,
+            cluster.ghz, "GHZWidget", "ProgressWidget", qubits=args.qubits, nodes=args.nodes, blocks=args.blocks, shots=args.shots,
             serial=args.serial, timeout=args.timeout,
         )
         self._ns()[args.out] = result
@@ -356,7 +390,7 @@ class MPIQMagics(Magics):
 
         self._cluster()
         try:
-            res = self._with_progress(call, shots=args.shots, timeout=args.timeout)
+            res = self._with_progress(call, "ProgressWidget", shots=args.shots, timeout=args.timeout)
         except HybridClusterError as exc:
             if exc.partial is not None and hasattr(exc.partial, "results"):
                 self._ns()[args.out] = exc.partial.results  # what did come back stays usable
