@@ -27,6 +27,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env={**os.environ, **env})
 
 
+def _cmd_slurm(args: argparse.Namespace) -> int:
+    from .slurm import HetJob, hetjob_script
+
+    text = hetjob_script(
+        HetJob(
+            script=args.script, classical=args.classical, quantum=args.quantum,
+            classical_partition=args.classical_partition, quantum_partition=args.quantum_partition,
+            quantum_nodes=args.quantum_nodes, time=args.time, num_qubits=args.num_qubits,
+            method=args.method, python=args.python, srun_args=args.srun_args,
+        )
+    )
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+        print(f"Wrote {args.output}; submit it with: sbatch {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpiq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script")
     run.add_argument("script_args", nargs=argparse.REMAINDER)
     run.set_defaults(func=_cmd_run)
+
+    slurm = sub.add_parser("slurm", help="write a SLURM heterogeneous-job script: classical and quantum partitions")
+    slurm.add_argument("-c", "--classical", type=int, default=1)
+    slurm.add_argument("-q", "--quantum", type=int, default=2)
+    slurm.add_argument("--classical-partition", required=True)
+    slurm.add_argument("--quantum-partition", required=True)
+    slurm.add_argument("--quantum-nodes", type=int, default=1, help="nodes of the quantum partition (monitors spread over them)")
+    slurm.add_argument("--time", default="00:30:00")
+    slurm.add_argument("--num-qubits", type=int, default=128)
+    slurm.add_argument("--method", default="automatic", choices=["automatic", "statevector", "matrix_product_state", "stabilizer"])
+    slurm.add_argument("--python", default="python")
+    slurm.add_argument("--srun-args", default="", help="extra srun options, e.g. --mpi=pmix")
+    slurm.add_argument("-o", "--output", help="write the script here instead of printing it")
+    slurm.add_argument("script")
+    slurm.set_defaults(func=_cmd_slurm)
 
     _add_ghz_commands(sub)
     return parser
