@@ -9,8 +9,9 @@ so the nbval options below never touch ``tests/``:
   checked by ``assert`` inside the cells.
 * the kernel runs in this environment (``--nbval-current-env``), with the notebook folder as cwd;
 * every cell has a timeout (``--nbval-cell-timeout``, default 120 s here);
-* after each notebook, any process the kernel left behind (a cluster that was not stopped) is
-  reported as an error and killed, so one broken notebook cannot slow the ones after it.
+* after each notebook, any process started from its kernel that outlives the kernel (a cluster
+  that was not stopped) is reported as an error and killed, so one broken notebook cannot slow
+  the ones after it.
 
 Options given on the command line win (e.g. ``pytest notebooks --nbval-lax``). To refresh the
 stored outputs after editing a notebook: ``.venv/bin/python notebooks/execute.py [NAME ...]``.
