@@ -32,8 +32,13 @@ fi
 
 step "repository as Binder clones it (tracked and untracked, not ignored files) -> $WORK/repo"
 mkdir -p "$WORK/repo" "$WORK/home" "$WORK/out"
-(cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null --ignore-failed-read -T - -cf -) \
-    | tar -C "$WORK/repo" -xf -
+if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null --ignore-failed-read -T - -cf -) \
+        | tar -C "$WORK/repo" -xf -
+else  # not a git checkout: everything but the build outputs
+    tar -C "$REPO" --exclude=./.venv --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ -cf - . \
+        | tar -C "$WORK/repo" -xf -
+fi
 for nb in "$@"; do
     [ -f "$WORK/repo/$nb" ] || { echo "No notebook $nb in the repository." >&2; exit 2; }
 done
