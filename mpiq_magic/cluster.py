@@ -423,6 +423,9 @@ class HybridCluster:
                 pass
         if self._ipp is not None:
             cluster, self._ipp = self._ipp, None
+            # Engines stopped on purpose exit by SIGTERM; ipyparallel would log their whole
+            # output as a warning for that non-zero exit, which is noise here.
+            cluster.log.setLevel(max(self.log_level, logging.ERROR))
             for stop in (cluster.stop_engines_sync, cluster.stop_controller_sync):
                 try:  # engines first: stopping both at once makes mpiexec linger
                     stop()
