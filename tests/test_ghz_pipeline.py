@@ -149,3 +149,30 @@ def test_failures_are_reported_and_nobody_hangs(runs):
     lines = runs["monitor-fails"]["error"].splitlines()
     assert lines and all(line.startswith("[qrank 0:execute] block ") for line in lines)
     assert "127.0.0.1:0" in lines[0]
+
+
+TWO_CLASSICAL = """
+import json
+from mpiq_magic import kernel as mpiq
+from mpiq_magic.ghz.pipeline import GHZRunError, run_ghz
+
+hc = mpiq.init(classical=2, timeout=60)
+out = {"comm_rank": hc.comm_rank, "role": hc.role}
+try:
+    run_ghz(hc, 1000, 2, shots=16, timeout=60)          # refused on the root: blocks too wide
+except GHZRunError as exc:
+    out["error"] = str(exc)
+res = run_ghz(hc, 12, 4, shots=64, timeout=60)          # the next run still lines up everywhere
+out["result"] = None if res is None else [res.reconstruction.ghz_population, res.assignment]
+print("RESULT " + json.dumps(out), flush=True)
+hc.free()
+"""
+
+
+def test_abort_keeps_every_rank_in_step(tmp_path):
+    """2 classical ranks + 2 monitors: an aborted run, then a good one; nobody hangs or drifts."""
+    got = sorted(results(run_mpi(TWO_CLASSICAL, 4, timeout=90, tmp_path=tmp_path)), key=lambda r: r["comm_rank"])
+    assert [r["role"] for r in got] == ["classical", "classical", "quantum", "quantum"]
+    assert "500 qubits wide" in got[0]["error"] and all("error" not in r for r in got[1:])
+    assert got[0]["result"] == [1.0, [[0, 2], [1, 3]]]
+    assert all(r["result"] is None for r in got[1:])

@@ -61,6 +61,23 @@ class GHZResult:
     payload_bytes: int = 0
 
     @property
+    def p_all_zero(self) -> float:
+        return self.reconstruction.p_all_zero
+
+    @property
+    def p_all_one(self) -> float:
+        return self.reconstruction.p_all_one
+
+    @property
+    def ghz_population(self) -> float:
+        return self.reconstruction.ghz_population
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Sparse global counts (bitstring -> count) of the reconstructed samples."""
+        return self.reconstruction.counts
+
+    @property
     def method(self) -> str:
         """The method if every block used the same one, else ``mixed(a, b)``."""
         used = sorted({m or "unknown" for m in self.methods})
@@ -178,8 +195,10 @@ def _root_side(hc, n, m, shots, serial, root, cache, level, seed, timeout, repor
         timings["compile"] = time.perf_counter() - t0
         report("compile", {"blocks": cut.num_blocks, "compiled": cache.misses - misses0})
     except Exception as exc:
-        # Tell the monitors to stand down, then fail here with the original error.
+        # Tell the monitors to stand down, then fail here with the original error. Every process
+        # still takes part in exactly one scatter and one gather, so later collectives line up.
         hc.scatter([{"abort": f"{type(exc).__name__}: {exc}"}] * Q, root=Rank(root), timeout=timeout)
+        hc.gather(None, root=Rank(root), timeout=timeout)
         raise
 
     t0 = time.perf_counter()
@@ -312,6 +331,7 @@ def _monitor_side(hc, root: int, timeout: float | None, report: Progress) -> Non
     item = hc.scatter(None, root=Rank(root), timeout=timeout)
     t_received = time.perf_counter()
     if "abort" in item:
+        hc.gather(None, root=Rank(root), timeout=timeout)
         return
     reply: dict[str, Any] = {
         "qrank": hc.qrank,
