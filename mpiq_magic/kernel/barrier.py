@@ -21,14 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from .errors import MPIQTimeoutError
+from .errors import MPIQError, MPIQTimeoutError
 from .waiting import Deadline, poll
 
 if TYPE_CHECKING:
     from .comm import HybridComm
-
-_TAG_SPACE = 16384
-
 
 class BarrierFlag(enum.IntEnum):
     CC = 0
@@ -78,7 +75,19 @@ class BarrierState:
 
     def __init__(self) -> None:
         self.seq = {CC: 0, QQ: 0, ALL: 0}
+        self.exchanges: dict[tuple[int, int, int], _Exchange] = {}
+        self._names: dict[BarrierFlag, list[str]] = {}
         self._qsync = None
+
+    def names(self, hc: "HybridComm", flag: BarrierFlag) -> list[str]:
+        """Member labels of a flag's group, in the order of its communicator (cached)."""
+        if flag not in self._names:
+            self._names[flag] = {
+                CC: lambda: [f"rank {i}" for i in range(hc.classical_size)],
+                QQ: lambda: [f"qrank {j}" for j in range(hc.quantum_size)],
+                ALL: lambda: [hc.describe(r) for r in range(hc.size)],
+            }[flag]()
+        return self._names[flag]
 
     def qsync(self, hc: "HybridComm", deadline: Deadline):
         if self._qsync is None:
@@ -88,6 +97,9 @@ class BarrierState:
         return self._qsync
 
     def close(self) -> None:
+        for ex in self.exchanges.values():
+            ex.free()
+        self.exchanges.clear()
         if self._qsync is not None:
             self._qsync.close()
             self._qsync = None
@@ -97,29 +109,71 @@ def _empty(flag: BarrierFlag, seq: int) -> BarrierRecord:
     return BarrierRecord(flag.name, seq, [], [], None, None, None, None)
 
 
-def _exchange(comm: MPI.Intracomm, value: float, tag: int, deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
+class _Exchange:
+    """Persistent requests posting one timestamp to every member of a communicator.
+
+    Each message carries the barrier's sequence number, so a late message from a barrier that
+    timed out is recognised instead of completing a later barrier by mistake. A ring of
+    ``_RING`` request sets (tags ``base + k``) lets consecutive barriers overlap safely.
+    """
+
+    def __init__(self, comm: MPI.Intracomm, tag: int):
+        n, self.me = comm.Get_size(), comm.Get_rank()
+        self.table = np.empty((n, 2), dtype=np.float64)
+        self.mine = np.empty(2, dtype=np.float64)
+        self.peers = [p for p in range(n) if p != self.me]
+        self.recvs = [comm.Recv_init(self.table[p], p, tag) for p in self.peers]
+        self.requests = self.recvs + [comm.Send_init(self.mine, p, tag) for p in self.peers]
+
+    def run(self, seq: int, value: float, deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
+        self.mine[0], self.mine[1] = seq, value
+        self.table[self.me] = self.mine
+        if not self.peers:
+            return self.table[:, 1].copy()
+        MPI.Prequest.Startall(self.requests)
+        if not MPI.Request.Testall(self.requests) and poll(
+            lambda: True if MPI.Request.Testall(self.requests) else None, deadline
+        ) is None:
+            missing = [names[p] for p, req in zip(self.peers, self.recvs) if not req.Test()]
+            for req in self.recvs:
+                if not req.Test():
+                    req.Cancel()
+                    req.Wait()
+            raise MPIQTimeoutError(
+                f"{label} on {names[self.me]} timed out after {deadline.timeout:g} s; "
+                f"{', '.join(missing)} did not arrive.",
+                missing,
+            )
+        stale = [names[p] for p in self.peers if self.table[p, 0] != seq]
+        if stale:
+            raise MPIQError(
+                f"{label} on {names[self.me]} received a message of an earlier barrier from "
+                f"{', '.join(stale)}; the processes are out of step after an earlier timeout."
+            )
+        return self.table[:, 1].copy()
+
+    def free(self) -> None:
+        for req in self.requests:
+            req.Free()
+        self.requests = []
+
+
+_RING = 8
+
+
+def _exchange(state: "BarrierState", comm: MPI.Intracomm, seq: int, round_: int, value: float,
+              deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
     """Post ``value`` to every member of ``comm`` and collect theirs: completes only once all arrived."""
-    n, me = comm.Get_size(), comm.Get_rank()
-    table = np.empty(n, dtype=np.float64)
-    table[me] = value
-    if n == 1:
-        return table
-    mine = np.array([value], dtype=np.float64)
-    recvs = {p: comm.Irecv(table[p : p + 1], p, tag) for p in range(n) if p != me}
-    sends = [comm.Isend(mine, p, tag) for p in range(n) if p != me]
-    everything = list(recvs.values()) + sends
-    if poll(lambda: True if MPI.Request.Testall(everything) else None, deadline) is None:
-        missing = [names[p] for p, req in recvs.items() if not req.Test()]
-        for p, req in recvs.items():
-            if names[p] in missing:
-                req.Cancel()
-                req.Wait()
-        raise MPIQTimeoutError(
-            f"{label} on {names[me]} timed out after {deadline.timeout:g} s; "
-            f"{', '.join(missing)} did not arrive.",
-            missing,
-        )
-    return table
+    key = (comm.py2f(), round_, seq % _RING)
+    ex = state.exchanges.get(key)
+    if ex is None:
+        ex = state.exchanges[key] = _Exchange(comm, 2 * (seq % _RING) + round_)
+    try:
+        return ex.run(seq, value, deadline, label, names)
+    except MPIQError:
+        del state.exchanges[key]  # its requests may still be active; never start them again
+        ex.free()
+        raise
 
 
 def _cc(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
@@ -128,15 +182,15 @@ def _cc(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     seq = state.seq[CC]
     if not hc.is_classical:
         return _empty(CC, seq)
-    names = [f"rank {i}" for i in range(hc.classical_size)]
+    names = state.names(hc, CC)
     label = f"CC barrier #{seq}"
     arrival = time.monotonic()
-    arrivals = _exchange(hc._ccomm, arrival, (2 * seq) % _TAG_SPACE, deadline, label, names)
+    arrivals = _exchange(state, hc._ccomm, seq, 0, arrival, deadline, label, names)
     release = time.monotonic()
     releases = None
     if record:
-        releases = _exchange(hc._ccomm, release, (2 * seq + 1) % _TAG_SPACE, deadline, label, names).tolist()
-    return BarrierRecord("CC", seq, names, arrivals.tolist(), releases, None, arrival, release)
+        releases = _exchange(state, hc._ccomm, seq, 1, release, deadline, label, names).tolist()
+    return BarrierRecord("CC", seq, list(names), arrivals.tolist(), releases, None, arrival, release)
 
 
 def _qq(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
@@ -146,7 +200,7 @@ def _qq(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     if not hc.is_quantum:
         return _empty(QQ, seq)
     out = state.qsync(hc, deadline).barrier(seq, timeout=deadline.timeout, record=record)
-    names = [f"qrank {j}" for j in range(hc.quantum_size)]
+    names = list(state.names(hc, QQ))
     return BarrierRecord(
         "QQ", seq, names, list(out["arrivals"]), out["releases"], out["trigger"],
         out["local_arrival"], out["local_release"],
@@ -157,10 +211,10 @@ def _all(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     state = hc._barriers
     state.seq[ALL] += 1
     seq = state.seq[ALL]
-    names = [hc.describe(r) for r in range(hc.size)]
+    names = list(state.names(hc, ALL))
     label = f"ALL barrier #{seq}"
     arrival = time.monotonic()
-    arrivals = _exchange(hc._coll, arrival, hc._next_tag(), deadline, label, names)
+    arrivals = _exchange(state, hc._all_comm, seq, 0, arrival, deadline, label, names)
     trigger = None
     if hc.is_quantum:
         out = _qq(hc, deadline, record=False)
@@ -168,10 +222,16 @@ def _all(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     else:
         hc._barriers.seq[QQ] += 1  # keep QQ numbering aligned on every process
         release = time.monotonic()
-    tag = hc._next_tag()
-    releases = _exchange(hc._coll, release, tag, deadline, label, names).tolist() if record else None
+    releases = _exchange(state, hc._all_comm, seq, 1, release, deadline, label, names).tolist() if record else None
     return BarrierRecord("ALL", seq, names, arrivals.tolist(), releases, trigger, arrival, release)
 
 
-def run(hc: "HybridComm", flag: BarrierFlag, deadline: Deadline, record: bool) -> BarrierRecord:
-    return {CC: _cc, QQ: _qq, ALL: _all}[flag](hc, deadline, record)
+_BY_FLAG = {CC: _cc, QQ: _qq, ALL: _all}
+
+
+def run(hc: "HybridComm", flag: int, deadline: Deadline, record: bool) -> BarrierRecord:
+    try:
+        fn = _BY_FLAG[flag]
+    except KeyError:
+        raise ValueError(f"A barrier flag is CC (0), ALL (1) or QQ (2), got {flag!r}.") from None
+    return fn(hc, deadline, record)

@@ -99,6 +99,7 @@ class HybridComm:
         self._coll = parent.Dup()
         self._ccomm = self._coll.Split(0 if self.rank is not None else MPI.UNDEFINED, self._me)
         self._qcomm = self._coll.Split(0 if self.qrank is not None else MPI.UNDEFINED, self._me)
+        self._all_comm = parent.Dup()  # ALL barriers: their own context, fixed tags
         self._seq = 0
         self._barriers = _barrier.BarrierState()
         self._freed = False
@@ -415,7 +416,7 @@ class HybridComm:
     # ----------------------------------------------------------------- barrier
     def barrier(self, flag: int = _barrier.ALL, timeout: float | None = None, record: bool = True) -> _barrier.BarrierRecord:
         """MPIQ_Barrier: CC among classical ranks, QQ among quantum processes, ALL for both."""
-        return _barrier.run(self, _barrier.BarrierFlag(flag), Deadline(self.timeout if timeout is None else timeout), record)
+        return _barrier.run(self, flag, Deadline(self.timeout if timeout is None else timeout), record)
 
     # ----------------------------------------------------------------- lifetime
     def free(self) -> None:
@@ -424,7 +425,7 @@ class HybridComm:
             return
         self._freed = True
         self._barriers.close()
-        for comm in (self._ccomm, self._qcomm, self._coll, self._p2p):
+        for comm in (self._ccomm, self._qcomm, self._all_comm, self._coll, self._p2p):
             if comm != MPI.COMM_NULL:
                 comm.Free()
 
