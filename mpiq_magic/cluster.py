@@ -757,15 +757,15 @@ class HybridCluster:
     ):
         """The distributed GHZ pipeline (:func:`mpiq_magic.ghz.pipeline.run_ghz`) on this cluster.
 
-        ``nodes`` must equal the number of monitors (the pipeline uses every monitor of the
-        communicator); ``blocks`` defaults to ``nodes``. Returns the ``GHZResult``.
+        ``nodes`` monitors take blocks (qranks 0..nodes-1; default every monitor); ``blocks``
+        defaults to ``nodes``. Returns the ``GHZResult``.
         """
         if isinstance(qubits, bool) or not isinstance(qubits, int) or qubits < 1:
             raise ClusterUsageError(f"The GHZ needs at least 1 qubit, got {qubits!r}.")
-        if nodes is not None and nodes != self.quantum:
+        if nodes is not None and not 1 <= nodes <= self.quantum:
             raise ClusterUsageError(
-                f"--nodes {nodes} does not match the {self.quantum} quantum monitor engine(s) of this "
-                f"cluster; start one with -q {nodes} or pass --nodes {self.quantum}."
+                f"--nodes {nodes} is more than the {self.quantum} quantum monitor engine(s) of this "
+                f"cluster (or less than 1); start one with -q {nodes} or pass --nodes 1..{self.quantum}."
             )
         if self.quantum == 0:
             raise ClusterStateError("The GHZ pipeline needs quantum monitor engines; this cluster has none.")
@@ -773,7 +773,8 @@ class HybridCluster:
         timeout = self._timeout(timeout)
         deadline = time.time() + max(timeout - _MARGIN, timeout / 2)
         tasks = {
-            e: self._apply(e, ops.ghz_op, qubits, blocks=blocks, shots=shots, serial=serial, deadline=deadline)
+            e: self._apply(e, ops.ghz_op, qubits, blocks=blocks, shots=shots, serial=serial, deadline=deadline,
+                           nodes=nodes)
             for e in self._live("ghz", self._ids("all"))
         }
         out = self._collect("ghz", tasks, timeout, progress)

@@ -494,7 +494,7 @@ def _is_reporter(hc, flag) -> bool:
     return hc.qrank == 0 if flag == QQ else hc.comm_rank == 0
 
 
-def ghz_op(qubits: int, *, blocks: int | None, shots: int, serial: bool, deadline: float) -> Any:
+def ghz_op(qubits: int, *, blocks: int | None, shots: int, serial: bool, deadline: float, nodes: int | None = None) -> Any:
     """Collective: the distributed GHZ pipeline; rank 0 returns the result as a dict."""
     from .ghz.pipeline import run_ghz
 
@@ -505,7 +505,7 @@ def ghz_op(qubits: int, *, blocks: int | None, shots: int, serial: bool, deadlin
 
     result = run_ghz(
         hc, qubits, blocks, shots=shots, serial=serial, cache=_cache() if hc.rank == 0 else None,
-        timeout=max(_remaining(deadline), 0.05), progress=progress,
+        timeout=max(_remaining(deadline), 0.05), progress=progress, nodes=nodes,
     )
     if result is None:
         return None

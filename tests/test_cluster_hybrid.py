@@ -201,8 +201,13 @@ def test_ghz_pipeline_on_the_cluster(hybrid_cluster):
     assert abs(rec.p_all_zero + rec.p_all_one - 1.0) < 1e-9
     assert 0.35 < rec.p_all_zero < 0.65
     assert res.num_blocks == 3 and set(res.timings) >= {"compile", "scatter", "execute", "total"}
-    with pytest.raises(ValueError, match="--nodes 5 does not match the 3 quantum monitor engine"):
+    with pytest.raises(ValueError, match="--nodes 5 is more than the 3 quantum monitor engine"):
         hybrid_cluster.ghz(10, nodes=5)
+    # a subset of the monitors: 4 blocks dealt to qranks 0 and 1 only
+    sub = hybrid_cluster.ghz(20, nodes=2, blocks=4, shots=200)
+    assert sub.num_blocks == 4 and abs(sub.reconstruction.p_all_zero + sub.reconstruction.p_all_one - 1.0) < 1e-9
+    assert sub.assignment[:2] == [[0, 2], [1, 3]] and not any(sub.assignment[2:])
+    assert sub.num_monitors == 2 and sub.devices == ["127.0.0.1:0", "127.0.0.1:1", "127.0.0.1:0", "127.0.0.1:1"]
 
 
 def test_progress_events_reach_the_callbacks(hybrid_cluster):

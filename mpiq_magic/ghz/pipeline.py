@@ -126,12 +126,14 @@ def run_ghz(
     seed_transpiler: int = 0,
     timeout: float | None = None,
     progress: Progress | None = None,
+    nodes: int | None = None,
 ) -> GHZResult | None:
     """Run a distributed GHZ of ``num_qubits`` qubits cut into ``num_blocks`` blocks.
 
     Collective over ``hc``: every process calls it. Classical rank ``root`` cuts, compiles,
     scatters, gathers and reconstructs, and returns the :class:`GHZResult`; every other process
-    returns None. ``num_blocks`` defaults to the number of monitors. ``cache`` is a
+    returns None. ``nodes`` is how many monitors take blocks (qranks 0..nodes-1; default all);
+    ``num_blocks`` defaults to ``nodes``. ``cache`` is a
     ``monitor_engine.payload.CompileCache`` (a fresh one per run when None). ``timeout`` bounds
     every blocking step (default: the communicator's). A failure anywhere raises
     :class:`GHZRunError` on the root; the monitors never hang on it.
@@ -146,12 +148,12 @@ def run_ghz(
         return None
     return _root_side(
         hc, num_qubits, num_blocks, shots, serial, root, cache, optimization_level,
-        seed_transpiler, timeout, report,
+        seed_transpiler, timeout, report, nodes,
     )
 
 
 # ----------------------------------------------------------------------------- root
-def _root_side(hc, n, m, shots, serial, root, cache, level, seed, timeout, report) -> GHZResult:
+def _root_side(hc, n, m, shots, serial, root, cache, level, seed, timeout, report, nodes=None) -> GHZResult:
     from monitor_engine.payload import CompileCache, compile_for
 
     t_start = time.perf_counter()
@@ -160,8 +162,11 @@ def _root_side(hc, n, m, shots, serial, root, cache, level, seed, timeout, repor
     try:
         if Q < 1:
             raise GHZRunError("The hybrid communicator has no quantum process to run the blocks on.")
-        cut = cut_ghz(n, Q if m is None else m)
-        assignment = assign_blocks(cut.num_blocks, Q, serial=serial)
+        used = Q if nodes is None else nodes
+        if not 1 <= used <= Q:
+            raise GHZRunError(f"nodes={nodes} must be between 1 and the {Q} monitor(s) of the communicator.")
+        cut = cut_ghz(n, used if m is None else m)
+        assignment = assign_blocks(cut.num_blocks, used, serial=serial) + [[] for _ in range(Q - used)]
         _check_widths(hc, cut, assignment)
         timings["cut"] = time.perf_counter() - t_start
         report("cut", {"qubits": n, "blocks": cut.num_blocks, "widths": sorted(set(cut.widths))})
