@@ -82,28 +82,25 @@ class _Parser(MagicArgumentParser):
         raise UsageError(f"{message}\n{self.format_usage().strip()}")
 
 
-def _positive_int(text: str) -> int:
-    import argparse
+def _integer_at_least(minimum: int, kind: str) -> Callable[[str], int]:
+    """An argparse type accepting integers >= ``minimum``."""
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    def convert(text: str) -> int:
+        import argparse
+
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {value}")
+        return value
+
+    return convert
 
 
-def _count(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+_positive_int = _integer_at_least(1, "positive")
+_count = _integer_at_least(0, "non-negative")
 
 
 def _seconds(text: str) -> float:
