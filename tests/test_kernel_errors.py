@@ -117,6 +117,15 @@ if hc.rank == 0:
         hc.barrier(mpiq.CC, timeout=1.0)
     except mpiq.MPIQTimeoutError as exc:
         out["cc_error"] = str(exc)
+# fast CC barrier (record=False): rank 1 arrives after rank 0 gave up; the board names it
+if hc.rank == 0:
+    try:
+        hc.barrier(mpiq.CC, timeout=1.0, record=False)
+    except mpiq.MPIQTimeoutError as exc:
+        out["cc_fast_error"] = str(exc)
+elif hc.rank == 1:
+    time.sleep(4.5)  # rank 0 enters at ~2.5 s (after the gather and CC timeouts), gives up at ~3.5 s
+    hc.barrier(mpiq.CC, record=False)  # completes the barrier rank 0 abandoned
 # recv from a silent peer
 if hc.rank == 1:
     try:
@@ -152,6 +161,7 @@ def test_timeouts_name_the_missing_peer_and_keep_partial_results(tmp_path):
     assert "qrank 1" in root["gather_error"] and root["gather_missing"] == ["qrank 1 (device 127.0.0.1:1)"]
     assert root["gather_partial"] == ["result-from-q0", None]
     assert "rank 1 did not arrive" in root["cc_error"]
+    assert "CC barrier #2 on rank 0 timed out after 1 s; rank 1 did not arrive." == root["cc_fast_error"]
     assert "qrank 0" in res["rank 1"]["recv_error"]
     assert "qrank 1" in res["qrank 0"]["qq_error"]
     assert "Gate 'cx' on qubits [1, 2] crosses send_q groups [0, 1]" in root["sendq_root"]

@@ -77,7 +77,14 @@ class BarrierState:
         self.seq = {CC: 0, QQ: 0, ALL: 0}
         self.exchanges: dict[tuple[int, int, int], _Exchange] = {}
         self._names: dict[BarrierFlag, list[str]] = {}
+        self._board: _ArrivalBoard | None = None
         self._qsync = None
+
+    def arrivals(self, ccomm: MPI.Intracomm) -> _ArrivalBoard:
+        """The CC arrival board (built on first use: a collective over the classical ranks)."""
+        if self._board is None:
+            self._board = _ArrivalBoard(ccomm)
+        return self._board
 
     def names(self, hc: "HybridComm", flag: BarrierFlag) -> list[str]:
         """Member labels of a flag's group, in the order of its communicator (cached)."""
@@ -100,6 +107,9 @@ class BarrierState:
         for ex in self.exchanges.values():
             ex.free()
         self.exchanges.clear()
+        if self._board is not None:
+            self._board.free()
+            self._board = None
         if self._qsync is not None:
             self._qsync.close()
             self._qsync = None
@@ -158,6 +168,52 @@ class _Exchange:
         self.requests = []
 
 
+class _ArrivalBoard:
+    """The fast CC barrier: ``MPI_Ibarrier`` plus an arrival board in node-shared memory.
+
+    Entering barrier #seq is one store of ``seq`` into this rank's slot of an MPI shared-memory
+    window; the synchronisation itself is a non-blocking MPI barrier polled with the deadline.
+    On timeout the board names the ranks of this node that never entered; ranks on other nodes
+    cannot be inspected without their help and are named as unconfirmed. An abandoned Ibarrier
+    cannot be cancelled (MPI forbids it); it is kept and completes when the late rank arrives,
+    so later barriers still match in order.
+    """
+
+    def __init__(self, comm: MPI.Intracomm):
+        self.comm = comm
+        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.node_ranks = self.node.allgather(comm.Get_rank())
+        item = np.dtype(np.int64).itemsize
+        size = item * self.node.Get_size() if self.node.Get_rank() == 0 else 0
+        self.win = MPI.Win.Allocate_shared(size, item, comm=self.node)
+        buf, _ = self.win.Shared_query(0)
+        self.board = np.ndarray((self.node.Get_size(),), dtype=np.int64, buffer=buf)
+        self.slot = self.node.Get_rank()
+        self.board[self.slot] = 0
+        self.node.Barrier()
+        self.abandoned: list[MPI.Request] = []
+
+    def arrive_and_wait(self, seq: int, deadline: Deadline, label: str, names: list[str]) -> None:
+        self.board[self.slot] = seq
+        req = self.comm.Ibarrier()
+        if req.Test() or poll(lambda: True if req.Test() else None, deadline) is not None:
+            return
+        self.abandoned.append(req)
+        here = {r for r, s in zip(self.node_ranks, self.board.tolist()) if s < seq}
+        elsewhere = [r for r in range(self.comm.Get_size()) if r not in self.node_ranks]
+        missing = [names[r] for r in sorted(here)]
+        unknown = f"; not confirmed (other nodes): {', '.join(names[r] for r in elsewhere)}" if elsewhere else ""
+        raise MPIQTimeoutError(
+            f"{label} on {names[self.comm.Get_rank()]} timed out after {deadline.timeout:g} s; "
+            f"{', '.join(missing) or 'no rank of this node'} did not arrive{unknown}.",
+            missing + [names[r] for r in elsewhere],
+        )
+
+    def free(self) -> None:
+        self.win.Free()
+        self.node.Free()
+
+
 _RING = 8
 
 
@@ -185,6 +241,9 @@ def _cc(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     names = state.names(hc, CC)
     label = f"CC barrier #{seq}"
     arrival = time.monotonic()
+    if not record:
+        state.arrivals(hc._ccomm).arrive_and_wait(seq, deadline, label, names)
+        return BarrierRecord("CC", seq, list(names), [], None, None, arrival, time.monotonic())
     arrivals = _exchange(state, hc._ccomm, seq, 0, arrival, deadline, label, names)
     release = time.monotonic()
     releases = None

@@ -103,8 +103,12 @@ class HybridComm:
         self._seq = 0
         self._barriers = _barrier.BarrierState()
         self._freed = False
-        if self.qrank is not None:  # set the QQ socket layer up now, so the first barrier is not slow
+        # Collective set-up now, not on first use, so every barrier call is cheap and no
+        # process can skip a set-up the others are waiting in.
+        if self.qrank is not None:
             self._barriers.qsync(self, Deadline(self.timeout))
+        else:
+            self._barriers.arrivals(self._ccomm)
 
     # ----------------------------------------------------------------- attributes
     @property
