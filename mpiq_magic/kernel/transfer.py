@@ -8,7 +8,7 @@ arrive without a preallocated buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
@@ -82,8 +82,3 @@ def wait_requests(requests: list[MPI.Request], deadline: Deadline) -> bool:
 def pending(requests_by_peer: dict[Any, list[MPI.Request]]) -> list[Any]:
     """Peers whose requests have not completed yet."""
     return [peer for peer, reqs in requests_by_peer.items() if not MPI.Request.Testall(reqs)]
-
-
-def first_done(step: Callable[[], bool], deadline: Deadline) -> bool:
-    """Poll ``step`` (which makes progress and says whether all is done) until the deadline."""
-    return poll(lambda: True if step() else None, deadline) is not None
