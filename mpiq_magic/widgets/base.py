@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ STATIC_RATE = 1.0
 TEXT_RATE = 0.5
 
 
-class LiveView:
+class LiveView(abc.ABC):
     """A view over data that changes while work runs.
 
     Subclasses keep their data in plain Python state (guarded by ``self._lock``), call
@@ -44,19 +45,23 @@ class LiveView:
         self._throttle = Throttle(self._refresh, max_rate or default, trailing=self.mode != "text")
 
     # ------------------------------------------------------------------ subclass hooks
+    @abc.abstractmethod
     def figure(self) -> "go.Figure":
         """A static plotly figure of the current state."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def summary(self) -> str:
         """A text summary of the current state."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _build_panel(self) -> "ipywidgets.Widget":
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _sync_panel(self) -> None:
-        raise NotImplementedError
+        ...
 
     def _text_progress(self) -> str | None:
         """A line to print in text mode while work runs (None: print nothing)."""
