@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from . import cluster_ops as ops
 from .errors import ClusterStateError, ClusterTimeoutError, ClusterUsageError, EngineFailure, HybridClusterError
 from .kernel.errors import ConfigError
-from .progress import ProgressCallback
+from .events import ProgressCallback
 
 LAUNCHERS = ("mpi",)
 TARGETS = ("classical", "quantum", "all")
@@ -232,7 +232,7 @@ class HybridCluster:
     ``devices``: devices TOML file or list of ``DeviceSpec`` (default: ``quantum`` local
     devices). ``timeout``: default timeout of every operation, seconds. ``start_timeout``:
     how long :meth:`start` waits for the engines. ``progress``: callbacks receiving every
-    progress event (dicts, see :mod:`mpiq_magic.widgets.events`).
+    progress event (dicts, see :mod:`mpiq_magic.events`).
     """
 
     def __init__(
@@ -851,7 +851,7 @@ class HybridCluster:
         interrupt: bool = False,
     ) -> _Outcome:
         """Wait for per-engine results until done, dead or ``timeout``; forward progress events."""
-        from .widgets.events import collect_events
+        from .events import collect_events
 
         deadline = time.monotonic() + timeout
         seen: dict[int, set] = {e: set() for e in tasks}  # event keys repeat across engines

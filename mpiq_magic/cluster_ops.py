@@ -66,7 +66,7 @@ def _user_ns() -> dict:
 
 def _publish(event: str, **info: Any) -> None:
     try:
-        from .widgets.events import publish_event
+        from .events import publish_event
     except Exception:  # pragma: no cover - widgets are optional for the transport
         return
     try:

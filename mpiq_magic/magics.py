@@ -30,7 +30,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 
-from .progress import TextProgress
+from .events import TextProgress
 
 # ----------------------------------------------------------------------------- messages
 USAGE = __doc__.split("Line magics::", 1)[1].strip()

@@ -456,7 +456,7 @@ def test_engine_events_reach_the_views_through_ipyparallel():
 
     code = """
 import time
-from mpiq_magic.widgets.events import publish_event
+from mpiq_magic.events import publish_event
 publish_event("cut", {"qubits": 12, "blocks": 6})
 for b in range(6):
     publish_event("executed", {"qrank": b % 2, "block": b, "done": b // 2 + 1, "total": 3})
@@ -473,7 +473,7 @@ for b in range(6):
 
 
 def test_publish_event_outside_an_engine_does_nothing():
-    from mpiq_magic.widgets import publish_event
+    from mpiq_magic.events import publish_event
 
     publish_event("cut", {"qubits": 4})  # no engine, no IPython shell: silently nothing
     assert "ipykernel.zmqshell" not in sys.modules or not sys.modules["ipykernel.zmqshell"].ZMQInteractiveShell.initialized()

@@ -15,9 +15,9 @@ import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from ..hosts import is_loopback
 from .config import DeviceSpec
 from .errors import BindingError
+from .hosts import is_loopback
 
 
 @dataclass(frozen=True)

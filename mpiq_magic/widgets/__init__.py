@@ -11,6 +11,7 @@ at most ~10 refreshes per second), ``"static"`` (a plotly figure replaced as dat
 
 The figures are also available as pure functions of the data (for HTML reports):
 :func:`topology_figure`, :func:`barrier_figure`, :func:`ghz_figure`, :func:`progress_figure`.
+The events the views consume are :mod:`mpiq_magic.events`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ _EXPORTS = {
     "ProgressWidget": ".progress",
     "progress_figure": ".progress",
     "Dashboard": ".events",
-    "as_event": ".events",
-    "publish_event": ".events",
-    "collect_events": ".events",
     "LiveView": ".base",
     "Throttle": ".throttle",
     "resolve_mode": ".fallback",

@@ -320,7 +320,7 @@ class GHZWidget(LiveView):
         self._changed()
 
     def event(self, event: Mapping[str, Any]) -> None:
-        """Apply a pipeline progress event (see :mod:`mpiq_magic.widgets.events`)."""
+        """Apply a pipeline progress event (see :mod:`mpiq_magic.events`)."""
         kind = event.get("event")
         if kind == "cut" and event.get("qubits"):
             self.plan(int(event["qubits"]), int(event.get("blocks") or 1))

@@ -119,7 +119,7 @@ class ProgressWidget(LiveView):
         self._changed()
 
     def event(self, event: Mapping[str, Any]) -> None:
-        """Apply a progress event (see :mod:`mpiq_magic.widgets.events`)."""
+        """Apply a progress event (see :mod:`mpiq_magic.events`)."""
         kind = event.get("event")
         if kind == "cut":
             self.start(int(event.get("blocks") or 0))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..hosts import is_loopback
 from .base import FigureSync, LiveView
 
 if TYPE_CHECKING:
@@ -49,6 +48,8 @@ def topology_dict(topology: Any) -> dict[str, Any]:
 
 def node_host(node: Mapping[str, Any], hosts: list[str]) -> str:
     """The host a node is drawn under: a loopback device host means the job's single node."""
+    from ..kernel.hosts import is_loopback  # here, not at import: the kernel package imports MPI
+
     host = str(node.get("host", "?"))
     if is_loopback(host) and len(hosts) == 1:
         return hosts[0]
@@ -310,7 +311,7 @@ class TopologyWidget(LiveView):
         self._changed()
 
     def event(self, event: Mapping[str, Any]) -> None:
-        """Apply a progress event (see :mod:`mpiq_magic.widgets.events`)."""
+        """Apply a progress event (see :mod:`mpiq_magic.events`)."""
         kind = event.get("event")
         if kind == "topology":
             self.set_topology(event["topology"])

@@ -1,6 +1,6 @@
 """A small real MPI-Q run that feeds the widget tests: run under the bundled mpiexec with
 MPIQ_CLASSICAL=C and C+Q processes. Prints ``MPIQ-PROGRESS {json}`` event lines (the protocol of
-:mod:`mpiq_magic.widgets.events`): the topology, CC/QQ/ALL barrier records, and a distributed
+:mod:`mpiq_magic.events`): the topology, CC/QQ/ALL barrier records, and a distributed
 GHZ run's live progress and result."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Host-name helpers shared by the kernel and the widgets (no MPI import here)."""
+"""Host-name helpers of the kernel's topology (the widgets use them too; no MPI import here)."""
 
 from __future__ import annotations
 
