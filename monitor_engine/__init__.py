@@ -1,9 +1,11 @@
 """Quantum MonitorProcess: executes device-ready payloads on its bound device (paper section 3.2).
 
-Classical side: :func:`compile_for` a circuit for a device (ISA circuit as QPY bytes in a
-:class:`Payload`, cached by structure and target), send it with a :class:`MonitorClient` or
-``hc.scatter``. Quantum side: :class:`MonitorProcess` checks the payload against its own
-Target and runs it on its :class:`DeviceBackend` (qiskit-aer by default), never recompiling.
+One dispatch path: on a classical rank :func:`dispatch` places each :class:`Share` on a monitor,
+compiles it for that device (:func:`compile_for`: ISA circuit as QPY bytes in a :class:`Payload`,
+cached by structure and target) and sends it; on a quantum process :func:`serve` runs it on the
+:class:`MonitorProcess` bound to its device, which checks the payload against its own Target and
+runs it on its :class:`DeviceBackend` (qiskit-aer by default), never recompiling.
+:class:`MonitorClient` and :func:`spmd_run` are thin callers of the same path.
 
 Imports are lazy so ``import monitor_engine`` does not start MPI or load qiskit-aer.
 """
@@ -29,12 +31,14 @@ _EXPORTS = {
     "register_backend": "backend",
     "ExecutionResult": "process",
     "MonitorProcess": "process",
-    "MonitorClient": "process",
-    "MonitorRequest": "process",
-    "MonitorReply": "process",
-    "MONITOR_TAG": "process",
-    "REPLY_TAG": "process",
-    "spmd_run": "process",
+    "MonitorClient": "client",
+    "spmd_run": "client",
+    "Share": "dispatch",
+    "Dispatcher": "dispatch",
+    "DispatchResult": "dispatch",
+    "dispatch": "dispatch",
+    "serve": "serve",
+    "monitor_for": "serve",
     "run_job": "job",
     "MonitorError": "errors",
     "CircuitTooWideError": "errors",

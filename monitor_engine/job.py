@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 from mpiq_magic.kernel.barrier import CC
 
-from .process import MonitorClient, MonitorProcess
+from .client import MonitorClient
+from .process import MonitorProcess
 
 Main = Callable[[Any, MonitorClient], Any]
 

@@ -74,7 +74,7 @@ if hc.is_quantum:
 
 import numpy as np
 from qiskit import QuantumCircuit
-import monitor_engine.process as mp
+import monitor_engine.protocol as mp
 from monitor_engine import (CircuitTooWideError, CompileCache, MonitorClient, MonitorProcess,
                             Payload, compile_for, spmd_run)
 from monitor_engine.payload import dump_circuit
@@ -162,7 +162,7 @@ else:
     ccx = QuantumCircuit(3, 3); ccx.ccx(0, 1, 2); ccx.measure(range(3), range(3))
     non_isa = Payload("forged-ccx", devices[1].key, target_fingerprint(devices[1]), dump_circuit(ccx), 10, 3, 3, {})
     errors["non_isa"] = client.result(client.submit(mpiq.Device("127.0.0.1", 1), non_isa)).error
-    hc.send("not a request", mpiq.QRank(2), tag=mp.MONITOR_TAG)   # ignored, no reply
+    hc.layer("dispatch").send("not a request", mpiq.QRank(2), tag=mp.WORK_TAG)   # ignored, no reply
     out["errors"] = errors
     after = client.run_batch([compile_for(d, ghz(3), shots=100, job_id=f"after-{d.device_id}", cache=cache)
                               for d in devices])

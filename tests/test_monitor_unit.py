@@ -375,12 +375,15 @@ def test_malformed_payloads_never_raise():
 
 def test_client_timeout_names_the_silent_monitor():
     from mpiq_magic.kernel.errors import MPIQTimeoutError
-    from monitor_engine.process import MonitorClient
+    from monitor_engine.client import MonitorClient
 
     class SilentComm:
         is_classical, is_quantum, rank, qrank, comm_rank, timeout = True, False, 0, None, 0, 5.0
         devices = DEVICES
         quantum_size = 3
+
+        def layer(self, name):
+            return self
 
         def isend(self, obj, dest, tag=0):
             return SimpleNamespace(test=lambda: (True, None))

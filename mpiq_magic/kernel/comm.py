@@ -32,6 +32,11 @@ from .waiting import DEFAULT_TIMEOUT, Deadline, poll
 
 _TAG_SPACE = 16384
 
+#: Library layers that get their own communication context at :func:`~mpiq_magic.kernel.init`
+#: (a collective ``Dup`` then, so no layer ever needs one later). Every tag on every context
+#: stays the user's or the layer's own: nothing is reserved from users.
+LIBRARY_LAYERS = ("dispatch", "cluster")
+
 
 class Request:
     """A non-blocking MPI-Q operation; ``wait`` takes a timeout like every blocking call."""
@@ -100,6 +105,9 @@ class HybridComm:
         self._ccomm = self._coll.Split(0 if self.rank is not None else MPI.UNDEFINED, self._me)
         self._qcomm = self._coll.Split(0 if self.qrank is not None else MPI.UNDEFINED, self._me)
         self._all_comm = parent.Dup()  # ALL barriers: their own context, fixed tags
+        self._layer_comms = {name: parent.Dup() for name in LIBRARY_LAYERS}
+        self._layer_views: dict[str, HybridComm] = {}
+        self._layer_name: str | None = None
         self._seq = 0
         self._barriers = _barrier.BarrierState()
         self._freed = False
@@ -146,6 +154,41 @@ class HybridComm:
             f"<HybridComm {self.role} {where}: {self.classical_size} classical, "
             f"{self.quantum_size} quantum>"
         )
+
+    # ----------------------------------------------------------------- library contexts
+    def layer(self, name: str) -> "HybridComm":
+        """This communicator seen by library layer ``name``: same processes and addresses, but
+        its point-to-point traffic runs on the layer's own context.
+
+        Messages of a layer never match user messages or another layer's, whatever their tags
+        (as ``mpi4py.util.pkl5`` keeps its own context). The layers in :data:`LIBRARY_LAYERS`
+        exist from ``init``; the first call for any other name is collective over the parent
+        communicator (it duplicates it). Views are cached and freed with ``hc``.
+        """
+        self._check_open()
+        owner = self if self._layer_name is None else self._owner
+        view = owner._layer_views.get(name)
+        if view is not None:
+            return view
+        comm = owner._layer_comms.get(name)
+        if comm is None:
+            comm = owner._layer_comms[name] = owner._parent.Dup()
+        view = object.__new__(type(self))
+        view.__dict__.update(owner.__dict__)
+        view._p2p = comm
+        view._layer_name = name
+        view._owner = owner
+        owner._layer_views[name] = view
+        return view
+
+    @property
+    def layer_name(self) -> str | None:
+        """The library layer this view belongs to, or None for the user's communicator."""
+        return self._layer_name
+
+    def _check_open(self) -> None:
+        if self._freed:
+            raise MPIQError("This hybrid communicator was freed; create a new one with init().")
 
     # ----------------------------------------------------------------- addressing
     def resolve(self, peer: Address) -> int:
@@ -424,12 +467,21 @@ class HybridComm:
 
     # ----------------------------------------------------------------- lifetime
     def free(self) -> None:
-        """Release the private communicators and the QQ socket layer (idempotent)."""
+        """Release the private communicators and the QQ socket layer (idempotent).
+
+        On a layer view it frees the communicator the view belongs to.
+        """
+        if self._layer_name is not None:
+            self._owner.free()
+            return
         if self._freed:
             return
         self._freed = True
+        for view in self._layer_views.values():
+            view._freed = True
         self._barriers.close()
-        for comm in (self._ccomm, self._qcomm, self._all_comm, self._coll, self._p2p):
+        layers = tuple(self._layer_comms.values())
+        for comm in (self._ccomm, self._qcomm, self._all_comm, self._coll, self._p2p, *layers):
             if comm != MPI.COMM_NULL:
                 comm.Free()
 

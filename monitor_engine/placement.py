@@ -1,0 +1,70 @@
+"""One placement policy for every share sent to the monitors.
+
+A share pinned to a qrank, a device address ``(host, device_id)``, or holding a payload already
+compiled for one device goes there; any other share goes to the least-loaded live monitor whose
+device is wide enough for its circuit (ties: the lowest qrank, so equal devices are dealt
+round-robin). A share that fits nowhere gets an error naming its width and the widest device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple, Sequence
+
+
+class Placement(NamedTuple):
+    """``qranks[i]`` is where share *i* goes (None if nowhere); ``errors[i]`` says why not."""
+
+    qranks: list[int | None]
+    errors: list[str | None]
+
+
+def place(shares: Sequence[Any], devices: Sequence[Any], live: Sequence[int], load: Mapping[int, int]) -> Placement:
+    """Place ``shares`` (``monitor_engine.dispatch.Share``) on the monitors of ``devices``.
+
+    ``live``: the qranks that may take unpinned shares; ``load``: shares already assigned per
+    qrank (updated copies are used here, ``load`` itself is not changed).
+    """
+    by_key = {spec.key: j for j, spec in enumerate(devices)}
+    counts = {q: load.get(q, 0) for q in live}
+    qranks: list[int | None] = []
+    errors: list[str | None] = []
+    for share in shares:
+        qrank, error = _pinned(share, devices, by_key)
+        if qrank is None and error is None:
+            qrank, error = _least_loaded(share, devices, live, counts)
+        if qrank is not None and error is None:
+            counts[qrank] = counts.get(qrank, 0) + 1
+        qranks.append(qrank)
+        errors.append(error)
+    return Placement(qranks, errors)
+
+
+def _pinned(share, devices, by_key) -> tuple[int | None, str | None]:
+    if share.qrank is not None:
+        q = share.qrank
+        if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q < len(devices):
+            return None, f"qrank {q!r} does not exist: the communicator has {len(devices)} monitor(s)."
+        return q, None
+    key = share.device if share.device is not None else getattr(share.payload, "device", None)
+    if key is None:
+        return None, None
+    q = by_key.get((key[0], int(key[1])))
+    if q is None:
+        known = ", ".join(f"{h}:{d}" for h, d in by_key) or "none"
+        return None, f"No monitor is bound to device {key[0]}:{key[1]}; bound devices: {known}."
+    return q, None
+
+
+def _least_loaded(share, devices, live, counts) -> tuple[int | None, str | None]:
+    width = share.circuit.num_qubits if share.circuit is not None else 0
+    fits = [q for q in live if devices[q].num_qubits >= width]
+    if not fits:
+        if not live:
+            return None, "Every monitor is dead; no live monitor can take the share."
+        widest = max(live, key=lambda q: devices[q].num_qubits)
+        return None, (
+            f"Circuit '{share.circuit.name}' has {width} qubits but the widest live device, "
+            f"{devices[widest].name} (qrank {widest}), has {devices[widest].num_qubits}; cut it "
+            "into smaller blocks or add a wider device."
+        )
+    return min(fits, key=lambda q: (counts.get(q, 0), q)), None
