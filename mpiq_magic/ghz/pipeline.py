@@ -11,8 +11,9 @@
         print(result.reconstruction.summary(), result.timings)
 
 Steps, timed separately: cut -> compile (each block for its monitor's device, through a compile
-cache) -> scatter (payload lists straight to the monitors over MPI-Q) -> barrier (QQ, so the
-monitors start together) -> execute (each monitor runs its blocks in turn) -> gather ->
+cache) -> scatter (payloads straight to the monitors on the one dispatch path,
+``monitor_engine.dispatch``) -> barrier (QQ, the monitors' pre-execution hook, so they start
+together) -> execute (each monitor runs its blocks in turn; results stream back) -> gather ->
 reconstruct (classical feed-forward). ``serial=True`` runs every block on qrank 0, one after
 another: the paper's T_serial.
 """
@@ -20,12 +21,10 @@ another: the paper's T_serial.
 from __future__ import annotations
 
 import time
-import traceback
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..kernel import QQ, Rank
+from ..kernel import QQ
 from ..kernel.errors import MPIQError
 from .cut import Cut, assign_blocks, cut_ghz
 from .reconstruct import Reconstruction, reconstruct
@@ -130,35 +129,43 @@ def run_ghz(
 ) -> GHZResult | None:
     """Run a distributed GHZ of ``num_qubits`` qubits cut into ``num_blocks`` blocks.
 
-    Collective over ``hc``: every process calls it. Classical rank ``root`` cuts, compiles,
-    scatters, gathers and reconstructs, and returns the :class:`GHZResult`; every other process
-    returns None. ``nodes`` is how many monitors take blocks (qranks 0..nodes-1; default all);
-    ``num_blocks`` defaults to ``nodes``. ``cache`` is a
-    ``monitor_engine.payload.CompileCache`` (a fresh one per run when None). ``timeout`` bounds
-    every blocking step (default: the communicator's). A failure anywhere raises
-    :class:`GHZRunError` on the root; the monitors never hang on it.
+    Collective over ``hc``: every process calls it. Classical rank ``root`` cuts, compiles and
+    dispatches the blocks (``monitor_engine.dispatch``), collects and reconstructs, and returns
+    the :class:`GHZResult`; every other process returns None. The monitors serve the job with
+    the QQ barrier as their pre-execution hook, so they start on one trigger instant. ``nodes``
+    is how many monitors take blocks (qranks 0..nodes-1; default all); ``num_blocks`` defaults to
+    ``nodes``. ``cache`` is a ``monitor_engine.payload.CompileCache`` (a fresh one per run when
+    None). ``timeout`` bounds the run (default: the communicator's).
+
+    Raises:
+        GHZRunError: (on the root) the run failed anywhere; the monitors never hang on it.
     """
+    from monitor_engine.protocol import collective_job
+
+    job = collective_job(hc, "ghz")
+    limit = hc.timeout if timeout is None else float(timeout)
     report = progress or (lambda event, info: None)
     if hc.is_quantum:
-        _monitor_side(hc, root, timeout, report)
+        from monitor_engine.serve import serve
+
+        serve(hc, job=job, hook=lambda: hc.barrier(QQ, timeout=limit), deadline=time.time() + limit)
         return None
     if hc.rank != root:
-        hc.scatter(None, root=Rank(root), timeout=timeout)
-        hc.gather(None, root=Rank(root), timeout=timeout)
         return None
     return _root_side(
-        hc, num_qubits, num_blocks, shots, serial, root, cache, optimization_level,
-        seed_transpiler, timeout, report, nodes,
+        hc, job, num_qubits, num_blocks, shots, serial, cache, optimization_level,
+        seed_transpiler, limit, report, nodes,
     )
 
 
-# ----------------------------------------------------------------------------- root
-def _root_side(hc, n, m, shots, serial, root, cache, level, seed, timeout, report, nodes=None) -> GHZResult:
+def _root_side(hc, job, n, m, shots, serial, cache, level, seed, timeout, report, nodes) -> GHZResult:
+    from monitor_engine.dispatch import Dispatcher, Share
     from monitor_engine.payload import CompileCache, compile_for
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     Q = hc.quantum_size
+    dispatcher = Dispatcher(hc, namespace="ghz")
     try:
         if Q < 1:
             raise GHZRunError("The hybrid communicator has no quantum process to run the blocks on.")
@@ -174,13 +181,11 @@ def _root_side(hc, n, m, shots, serial, root, cache, level, seed, timeout, repor
         t0 = time.perf_counter()
         cache = CompileCache() if cache is None else cache
         hits0, misses0 = cache.hits, cache.misses
-        items = []
-        payload_bytes = 0
+        shares: list[Share] = [None] * cut.num_blocks  # type: ignore[list-item]
         compiled: dict[tuple, Any] = {}  # (ISA, block structure) -> payload, shared by equal devices
         restamped = 0
         for j, blocks in enumerate(assignment):
             device = hc.devices[j]
-            payloads = []
             for b in blocks:
                 block = cut.blocks[b]
                 job_id = f"ghz{n}-b{b}"
@@ -194,59 +199,69 @@ def _root_side(hc, n, m, shots, serial, root, cache, level, seed, timeout, repor
                 else:
                     p = _restamp(first, device, job_id)
                     restamped += first.device != device.key
-                payload_bytes += p.nbytes
-                payloads.append(p)
-            items.append({"blocks": blocks, "payloads": payloads})
+                shares[b] = Share(payload=p, qrank=j)
         timings["compile"] = time.perf_counter() - t0
         report("compile", {"blocks": cut.num_blocks, "compiled": cache.misses - misses0})
-    except Exception as exc:
-        # Tell the monitors to stand down, then fail here with the original error. Every process
-        # still takes part in exactly one scatter and one gather, so later collectives line up.
-        hc.scatter([{"abort": f"{type(exc).__name__}: {exc}"}] * Q, root=Rank(root), timeout=timeout)
-        hc.gather(None, root=Rank(root), timeout=timeout)
+    except Exception as exc:  # the monitors stand down at once, then the error is raised here
+        dispatcher.abort(job, range(Q), f"{type(exc).__name__}: {exc}")
         raise
 
-    t0 = time.perf_counter()
-    hc.scatter(items, root=Rank(root), timeout=timeout)
-    t_scattered = time.perf_counter()
-    timings["scatter"] = t_scattered - t0
-    report("scatter", {"monitors": Q, "bytes": payload_bytes})
+    executed: dict[int, int] = {}
 
-    replies = hc.gather(None, root=Rank(root), timeout=timeout)
-    t_gathered = time.perf_counter()
+    def on_result(index: int, qrank: int, result: Any, done: int, total: int) -> None:
+        executed[qrank] = executed.get(qrank, 0) + 1
+        report("executed", {
+            "qrank": qrank, "block": index, "done": executed[qrank], "total": len(assignment[qrank]),
+            "seconds": result.timings.get("execute"),
+        })
+
+    t0 = time.perf_counter()
+    job = dispatcher.submit(shares, job=job, participants=range(Q), deadline=time.time() + timeout,
+                            on_result=on_result, failover=False)
+    timings["scatter"] = time.perf_counter() - t0
+    report("scatter", {"monitors": Q, "bytes": sum(s.payload.nbytes for s in shares)})
+    outcome = dispatcher.wait(job)
     report("gather", {"monitors": Q})
-    failures = _failures(replies)
+    failures = _failures(hc, outcome)
     if failures:
         raise GHZRunError("\n".join(failures))
 
-    # Stage split of the window scatter-end .. gather-end from the monitors' own clocks.
-    active = [r for r in replies if r["blocks"]]
-    crit = max(active, key=lambda r: r["barrier_wait"] + r["execute"])
-    timings["barrier"] = max(r["barrier_wait"] for r in replies)
-    timings["execute"] = max(r["execute"] for r in active)
-    timings["gather"] = max(0.0, (t_gathered - t_scattered) - crit["barrier_wait"] - crit["execute"])
+    # Stage split of the collect window from the monitors' own clocks.
+    done = outcome.monitors
+    active = [q for q in range(Q) if assignment[q]]
+    crit = max(active, key=lambda q: done[q].hook_seconds + done[q].execute_seconds)
+    timings["barrier"] = max(d.hook_seconds for d in done.values())
+    timings["execute"] = max(done[q].execute_seconds for q in active)
+    timings["gather"] = max(
+        0.0, outcome.timings.collect - done[crit].hook_seconds - done[crit].execute_seconds
+    )
 
-    results: list[Any] = [None] * cut.num_blocks
     info: list[dict[str, Any]] = [{} for _ in range(cut.num_blocks)]
-    for r in replies:
-        for b, res, secs in zip(r["blocks"], r["results"], r["block_seconds"]):
-            results[b] = res
-            info[b] = {
-                "qrank": r["qrank"],
-                "device": f"{res.device[0]}:{res.device[1]}" if res.device else None,
-                "method": res.method,
-                "seconds": secs,
-            }
+    block_seconds: dict[int, list[float]] = {q: [] for q in range(Q)}
+    for b, res in enumerate(outcome.results):
+        q = outcome.placement[b]
+        info[b] = {
+            "qrank": q,
+            "device": f"{res.device[0]}:{res.device[1]}" if res.device else None,
+            "method": res.method,
+            "seconds": res.timings.get("execute", 0.0),
+        }
+    for q in range(Q):
+        block_seconds[q] = [info[b]["seconds"] for b in assignment[q]]
     t0 = time.perf_counter()
-    recon = reconstruct([res.memory for res in results], cut.widths, block_info=info)
+    recon = reconstruct([res.memory for res in outcome.results], cut.widths, block_info=info)
     timings["reconstruct"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     report("reconstruct", {"p_all_zero": recon.p_all_zero, "p_all_one": recon.p_all_one})
 
-    barrier = next((r["barrier_record"] for r in replies if r.get("barrier_record")), None)
+    barrier = done[0].hook_value.to_dict() if 0 in done and done[0].hook_value is not None else None
     monitors = [
-        {k: r[k] for k in ("qrank", "device", "blocks", "barrier_wait", "execute", "block_seconds")}
-        for r in replies
+        {
+            "qrank": q, "device": hc.devices[q].name, "blocks": assignment[q],
+            "barrier_wait": done[q].hook_seconds, "execute": done[q].execute_seconds,
+            "block_seconds": block_seconds[q],
+        }
+        for q in range(Q)
     ]
     return GHZResult(
         num_qubits=n,
@@ -269,7 +284,7 @@ def _root_side(hc, n, m, shots, serial, root, cache, level, seed, timeout, repor
             "hits": cache.hits - hits0,
             "misses": cache.misses - misses0,
         },
-        payload_bytes=payload_bytes,
+        payload_bytes=outcome.payload_bytes,
     )
 
 
@@ -307,68 +322,19 @@ def _check_widths(hc, cut: Cut, assignment: list[list[int]]) -> None:
             )
 
 
-def _failures(replies: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    for r in replies:
-        if r.get("error"):
-            lines.append(f"[qrank {r['qrank']}:{r.get('stage', 'execute')}] {r['error']}")
-        for b, res in zip(r.get("blocks", []), r.get("results", [])):
-            if getattr(res, "error", None):
-                lines.append(f"[qrank {r['qrank']}:execute] block {b}: {res.error}")
+def _failures(hc, outcome) -> list[str]:
+    """``[qrank j:stage]`` lines for every monitor or block that failed or did not answer."""
+    lines = [
+        f"[qrank {q}:{d.stage}] {d.error}" for q, d in sorted(outcome.monitors.items()) if d.error
+    ]
+    failed = {q for q, d in outcome.monitors.items() if d.error}
+    for b, message in outcome.errors.items():
+        if outcome.placement[b] not in failed:
+            lines.append(f"[qrank {outcome.placement[b]}:execute] block {b}: {message}")
+    for b, q in outcome.missing.items():
+        if q not in failed:
+            lines.append(f"[qrank {q}:execute] block {b}: no result before the deadline.")
+    silent = [q for q in range(hc.quantum_size) if q not in outcome.monitors]
+    lines += [f"[qrank {q}:gather] did not end the job before the deadline." for q in silent if not any(
+        line.startswith(f"[qrank {q}:") for line in lines)]
     return lines
-
-
-# ----------------------------------------------------------------------------- monitors
-_MONITORS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
-
-
-def _monitor_for(hc):
-    """One MonitorProcess per hybrid communicator, reused across runs (its simulators stay warm)."""
-    monitor = _MONITORS.get(hc)
-    if monitor is None:
-        from monitor_engine.process import MonitorProcess
-
-        monitor = _MONITORS[hc] = MonitorProcess(hc)
-    return monitor
-
-
-def _monitor_side(hc, root: int, timeout: float | None, report: Progress) -> None:
-    item = hc.scatter(None, root=Rank(root), timeout=timeout)
-    t_received = time.perf_counter()
-    if "abort" in item:
-        hc.gather(None, root=Rank(root), timeout=timeout)
-        return
-    reply: dict[str, Any] = {
-        "qrank": hc.qrank,
-        "device": hc.device.name,
-        "blocks": list(item["blocks"]),
-        "results": [],
-        "block_seconds": [],
-        "barrier_wait": 0.0,
-        "execute": 0.0,
-        "barrier_record": None,
-        "error": None,
-    }
-    stage = "barrier"
-    try:
-        record = hc.barrier(QQ, timeout=timeout)
-        t_released = time.perf_counter()
-        reply["barrier_wait"] = t_released - t_received
-        if hc.qrank == 0:
-            reply["barrier_record"] = record.to_dict()
-        stage = "execute"
-        monitor = _monitor_for(hc)
-        total = len(item["payloads"])
-        for k, (b, payload) in enumerate(zip(item["blocks"], item["payloads"])):
-            t0 = time.perf_counter()
-            result = monitor.execute(payload)
-            secs = time.perf_counter() - t0
-            reply["results"].append(result)
-            reply["block_seconds"].append(secs)
-            report("executed", {"qrank": hc.qrank, "block": b, "done": k + 1, "total": total, "seconds": secs})
-        reply["execute"] = time.perf_counter() - t_released
-    except Exception as exc:  # reported to the root, which raises GHZRunError
-        reply["stage"] = stage
-        reply["error"] = f"{type(exc).__name__}: {exc}"
-        reply["traceback"] = traceback.format_exc()
-    hc.gather(reply, root=Rank(root), timeout=timeout)
