@@ -3,6 +3,7 @@ gather, reconstruct.
 
 Modules are named after the workflow steps:
 
+- :mod:`.stages` — the stage names and equal-granularity block widths (plain Python);
 - :mod:`.cut` — equal-granularity cut of an n-qubit GHZ chain into m blocks;
 - :mod:`.reconstruct` — classical feed-forward over the blocks' shots (vectorised numpy);
 - :mod:`.pipeline` — the end-to-end run on an initialised hybrid communicator;
@@ -15,28 +16,32 @@ Observables that need coherence across blocks (X-basis parity, fidelity witnesse
 quasi-probability cutting and are out of scope.
 """
 
-from .cut import Cut, Block, GHZCutError, block_widths, cut_ghz, ghz_circuit, assign_blocks
-from .reconstruct import Reconstruction, BlockStats, reconstruct, feed_forward
+from importlib import import_module
 
-__all__ = [
-    "Cut",
-    "Block",
-    "GHZCutError",
-    "block_widths",
-    "cut_ghz",
-    "ghz_circuit",
-    "assign_blocks",
-    "Reconstruction",
-    "BlockStats",
-    "reconstruct",
-    "feed_forward",
-]
+# Lazy: importing the package (or its plain-Python ``stages``, which the widgets use) must not
+# import qiskit; the pipeline needs MPI and the monitor engine too. ``reconstruct`` is the
+# submodule: the function is ``mpiq_magic.ghz.reconstruct.reconstruct``.
+_EXPORTS = {
+    "Cut": ".cut",
+    "Block": ".cut",
+    "GHZCutError": ".cut",
+    "block_widths": ".stages",
+    "cut_ghz": ".cut",
+    "ghz_circuit": ".cut",
+    "assign_blocks": ".cut",
+    "Reconstruction": ".reconstruct",
+    "BlockStats": ".reconstruct",
+    "feed_forward": ".reconstruct",
+    "run_ghz": ".pipeline",
+    "GHZResult": ".pipeline",
+    "GHZRunError": ".pipeline",
+}
+
+__all__ = [name for name, module in _EXPORTS.items() if module != ".pipeline"]
 
 
 def __getattr__(name: str):
-    # The pipeline needs MPI and the monitor engine; import it only when asked for.
-    if name in ("run_ghz", "GHZResult", "GHZRunError"):
-        from . import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module, __name__), name)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from qiskit import QuantumCircuit
 
 from ..kernel.errors import MPIQError
+from .stages import block_widths
 
 
 class GHZCutError(MPIQError, ValueError):
@@ -75,13 +76,6 @@ def _check_sizes(num_qubits: int, num_blocks: int) -> None:
         )
 
 
-def block_widths(num_qubits: int, num_blocks: int) -> list[int]:
-    """Widths of the blocks: the first ``n % m`` blocks get ``ceil(n/m)``, the rest ``floor(n/m)``."""
-    _check_sizes(num_qubits, num_blocks)
-    base, extra = divmod(num_qubits, num_blocks)
-    return [base + 1 if i < extra else base for i in range(num_blocks)]
-
-
 def ghz_circuit(num_qubits: int, *, measure: bool = True, name: str | None = None) -> QuantumCircuit:
     """The uncut GHZ preparation chain, measured in the Z basis (qubit j -> clbit j)."""
     _check_sizes(num_qubits, 1)
@@ -111,6 +105,7 @@ def _chain(width: int, *, with_h: bool, measure: bool, name: str) -> QuantumCirc
 
 def cut_ghz(num_qubits: int, num_blocks: int) -> Cut:
     """Cut an ``num_qubits``-qubit GHZ chain into ``num_blocks`` equal-granularity blocks."""
+    _check_sizes(num_qubits, num_blocks)
     widths = block_widths(num_qubits, num_blocks)
     circuits: dict[tuple[int, bool], QuantumCircuit] = {}
     blocks = []

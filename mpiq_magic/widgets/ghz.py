@@ -7,13 +7,14 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ..ghz.stages import STAGES, block_widths
 from .base import FigureSync, LiveView
 
 if TYPE_CHECKING:
     import ipywidgets
     import plotly.graph_objects as go
 
-STAGES = ("cut", "compile", "scatter", "barrier", "execute", "gather", "reconstruct")
+STEPS = STAGES[:-1]  # the timed steps, without "total"
 BLOCK_COLORS = {"pending": "#d9d9d9", "sent": "#9ecae1", "done": "#2ca02c"}
 DEFAULT_TOP = 8
 
@@ -29,14 +30,6 @@ def result_dict(result: Any, top: int = 64) -> dict[str, Any]:
             f"'p_all_zero' and 'counts'), got {type(result).__name__}."
         )
     return dict(result)
-
-
-def block_widths(num_qubits: int, num_blocks: int) -> list[int]:
-    """Equal-granularity widths: the first ``n % m`` blocks get one qubit more."""
-    if num_qubits < 1 or not 1 <= num_blocks <= num_qubits:
-        raise ValueError(f"Cannot cut {num_qubits} qubit(s) into {num_blocks} block(s).")
-    base, extra = divmod(num_qubits, num_blocks)
-    return [base + 1 if i < extra else base for i in range(num_blocks)]
 
 
 def _label(bits: str) -> str:
@@ -155,7 +148,7 @@ def ghz_traces(state: _State, top: int = DEFAULT_TOP) -> list[dict]:
                    "name": "flipped by feed-forward", "marker": {"color": "#7f7f7f"},
                    "meta": "mpiq-ghz-flip", "xaxis": "x3", "yaxis": "y3"})
     t = r.get("timings") or {}
-    stages = [s for s in STAGES if s in t]
+    stages = [s for s in STEPS if s in t]
     traces.append({
         "type": "bar", "x": [t[s] * 1e3 for s in stages], "y": stages, "orientation": "h", "name": "ms",
         "marker": {"color": "#9467bd"}, "text": [f"{t[s] * 1e3:.1f} ms" for s in stages],
@@ -232,7 +225,7 @@ def ghz_summary(state: _State, top: int = 4) -> str:
     lines.append("  " + "  ".join(f"{lab.strip()}: {v:.4f}" for lab, v in zip(labels, values)))
     t = r.get("timings") or {}
     if t:
-        lines.append("  timings (ms): " + "  ".join(f"{s} {t[s] * 1e3:.1f}" for s in STAGES if s in t)
+        lines.append("  timings (ms): " + "  ".join(f"{s} {t[s] * 1e3:.1f}" for s in STEPS if s in t)
                      + (f"  | total {t['total'] * 1e3:.1f}" if "total" in t else ""))
     for s in (r.get("block_stats") or [])[:12]:
         lines.append(
