@@ -28,11 +28,11 @@ from ..kernel import QQ
 from ..kernel.errors import MPIQError
 from .cut import Cut, assign_blocks, cut_ghz
 from .reconstruct import Reconstruction, reconstruct
+from .stages import STAGES
 
 #: progress(event, info) is called on whichever process the event happens on.
 Progress = Callable[[str, dict], None]
 
-STAGES = ("cut", "compile", "scatter", "barrier", "execute", "gather", "reconstruct", "total")
 
 
 class GHZRunError(MPIQError):
