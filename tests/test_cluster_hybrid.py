@@ -221,7 +221,7 @@ def test_progress_events_reach_the_callbacks(hybrid_cluster):
 
 def test_long_scatters_report_progress_while_they_run(hybrid_cluster):
     """Rank 0 publishes each monitor's progress (at most every 0.1 s) while others still run."""
-    from mpiq_magic import cluster_ops
+    from mpiq_magic.cluster import scatter as cluster_ops
 
     events = []
     code = (

@@ -206,13 +206,9 @@ def _root_side(hc, job, n, m, shots, serial, cache, level, seed, timeout, report
         dispatcher.abort(job, range(Q), f"{type(exc).__name__}: {exc}")
         raise
 
-    executed: dict[int, int] = {}
-
     def on_result(index: int, qrank: int, result: Any, done: int, total: int) -> None:
-        executed[qrank] = executed.get(qrank, 0) + 1
         report("executed", {
-            "qrank": qrank, "block": index, "done": executed[qrank], "total": len(assignment[qrank]),
-            "seconds": result.timings.get("execute"),
+            "qrank": qrank, "block": index, "done": done, "total": total, "seconds": result.timings.get("execute"),
         })
 
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .config import DeviceSpec
 from .errors import BindingError
-from .hosts import is_loopback
+from .hosts import is_loopback, node_id
 
 
 @dataclass(frozen=True)
@@ -81,16 +81,12 @@ def local_host_info() -> HostInfo:
         addresses.update(info[4][0] for info in socket.getaddrinfo(hostname, None))
     except OSError:
         pass
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            node_id = f.read().strip()
-    except OSError:
-        node_id = hostname
+    node = node_id()
     try:
         cores = tuple(sorted(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         cores = tuple(range(os.cpu_count() or 1))
-    return HostInfo(hostname, node_id, tuple(sorted(addresses)), cores)
+    return HostInfo(hostname, node, tuple(sorted(addresses)), cores)
 
 
 def check_binding(qrank: int, comm_rank: int, spec: DeviceSpec, info: HostInfo, single_node: bool) -> None:
