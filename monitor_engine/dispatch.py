@@ -28,7 +28,8 @@ from .placement import Placement, place
 #: How long one receive waits before liveness and the deadline are checked again.
 _POLL = 0.1
 
-#: on_result(index, qrank, result, done, total) is called on the dispatching rank per result.
+#: on_result(index, qrank, result, done, total) is called on the dispatching rank per result;
+#: ``done`` of ``total`` shares of that monitor have answered.
 OnResult = Callable[[int, int, Any, int, int], None]
 #: alive(qrank) -> False when the monitor's process is known dead.
 Alive = Callable[[int], bool]
@@ -135,18 +136,20 @@ class Dispatcher:
         timeout: float | None = None,
         deadline: float | None = None,
         on_result: OnResult | None = None,
+        on_idle: Callable[[], None] | None = None,
         failover: bool = True,
     ) -> P.JobId:
         """Place, compile and send ``shares``; returns the job id to :meth:`wait` on.
 
         ``participants``: qranks that must take part even without a share (they run their serve
         hook, e.g. a barrier, and end the job). ``deadline`` is a ``time.time()`` instant
-        (default: now + ``timeout`` or the communicator's timeout).
+        (default: now + ``timeout`` or the communicator's timeout). ``on_idle`` is called while
+        the job waits and nothing arrives (about every 0.1 s), e.g. to flush throttled progress.
         """
         job = self.new_job() if job is None else job
         if deadline is None:
             deadline = time.time() + (self.hc.timeout if timeout is None else float(timeout))
-        state = _Job(job, list(shares), deadline, on_result, failover, set(participants))
+        state = _Job(job, list(shares), deadline, on_result, failover, set(participants), on_idle)
         self._jobs[job] = state
         state.t_start = time.perf_counter()
         live = [q for q in range(self.hc.quantum_size) if self._alive(q)]
@@ -171,6 +174,8 @@ class Dispatcher:
             if left <= 0:
                 break
             if not self._pump(min(_POLL, left)):
+                if state.on_idle is not None:
+                    state.on_idle()
                 self._check_dead(state)
         self._finish(state)
         self._await_done(state)
@@ -332,6 +337,7 @@ class _Job:
     on_result: OnResult | None
     failover: bool
     participants: set[int]
+    on_idle: Callable[[], None] | None = None
     placement: list[int | None] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
     open: set[int] = field(default_factory=set)
@@ -345,7 +351,7 @@ class _Job:
     payload_bytes: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
-    done_count: int = 0
+    done: dict[int, int] = field(default_factory=dict)
     t_start: float = 0.0
     t_place: float = 0.0
     t_compile: float = 0.0
@@ -373,9 +379,9 @@ class _Job:
         self.open.discard(reply.index)
         if result.error:
             self.errors[reply.index] = result.error
-        self.done_count += 1
+        self.done[reply.qrank] = self.done.get(reply.qrank, 0) + 1
         if self.on_result is not None:
-            self.on_result(reply.index, reply.qrank, result, self.done_count, len(self.shares))
+            self.on_result(reply.index, reply.qrank, result, self.done[reply.qrank], self.load.get(reply.qrank, 0))
 
     def take_done(self, done: P.MonitorDone) -> None:
         self.monitors[done.qrank] = done

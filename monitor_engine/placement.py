@@ -3,7 +3,8 @@
 A share pinned to a qrank, a device address ``(host, device_id)``, or holding a payload already
 compiled for one device goes there; any other share goes to the least-loaded live monitor whose
 device is wide enough for its circuit (ties: the lowest qrank, so equal devices are dealt
-round-robin). A share that fits nowhere gets an error naming its width and the widest device.
+round-robin). A circuit that fits no device is placed as if it did: compiling it for that device
+then refuses it with ``CircuitTooWideError`` naming both widths, and nothing is sent.
 """
 
 from __future__ import annotations
@@ -57,14 +58,7 @@ def _pinned(share, devices, by_key) -> tuple[int | None, str | None]:
 
 def _least_loaded(share, devices, live, counts) -> tuple[int | None, str | None]:
     width = share.circuit.num_qubits if share.circuit is not None else 0
-    fits = [q for q in live if devices[q].num_qubits >= width]
-    if not fits:
-        if not live:
-            return None, "Every monitor is dead; no live monitor can take the share."
-        widest = max(live, key=lambda q: devices[q].num_qubits)
-        return None, (
-            f"Circuit '{share.circuit.name}' has {width} qubits but the widest live device, "
-            f"{devices[widest].name} (qrank {widest}), has {devices[widest].num_qubits}; cut it "
-            "into smaller blocks or add a wider device."
-        )
+    if not live:
+        return None, "Every monitor is dead; no live monitor can take the share."
+    fits = [q for q in live if devices[q].num_qubits >= width] or list(live)
     return min(fits, key=lambda q: (counts.get(q, 0), q)), None

@@ -5,7 +5,9 @@
 
 Paper name -> API: MPIQ_Init -> :func:`init`; MPIQ_Send/Recv -> ``hc.send``/``hc.recv``
 (``Send``/``Recv`` for buffers); MPIQ_Bcast/Scatter/Gather/Allgather -> ``hc.bcast`` ...;
-MPIQ_Barrier -> ``hc.barrier(CC | QQ | ALL)``.
+MPIQ_Barrier -> ``hc.barrier(CC | QQ | ALL)``. Non-blocking requests (``hc.isend``, ``hc.irecv``,
+``hc.Isend``, ``hc.Irecv``) complete with ``req.wait()``/``req.test()`` or :func:`waitall`,
+:func:`waitany`, :func:`testall`, :func:`testany`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from mpi4py import MPI
 
 from .addressing import ANY_SOURCE, ANY_TAG, Device, QRank, Rank
 from .barrier import ALL, CC, QQ, BarrierFlag, BarrierRecord
-from .comm import HybridComm, Request
+from .comm import LIBRARY_LAYERS, HybridComm
+from .requests import Request, testall, testany, waitall, waitany
 from .config import DeviceSpec, default_devices, load_devices, resolve_devices
 from .errors import (
     AddressError,
@@ -34,7 +37,8 @@ __all__ = [
     "init", "HybridComm", "Request", "Rank", "QRank", "Device", "ANY_SOURCE", "ANY_TAG",
     "CC", "QQ", "ALL", "BarrierFlag", "BarrierRecord", "DeviceSpec", "Topology",
     "load_devices", "default_devices", "MPIQError", "ConfigError", "BindingError",
-    "AddressError", "SendQError", "MPIQTimeoutError",
+    "AddressError", "SendQError", "MPIQTimeoutError", "waitall", "waitany", "testall", "testany",
+    "LIBRARY_LAYERS",
 ]
 
 

@@ -8,60 +8,36 @@ answer when it expires.
 
 from __future__ import annotations
 
+import operator
 import time
 from typing import Any, Sequence
 
 from mpi4py import MPI
 
 from . import barrier as _barrier
+from . import collectives as _coll
 from .addressing import ANY_SOURCE, ANY_TAG, Address, Device, QRank, Rank, as_address
 from .config import DeviceSpec
 from .errors import AddressError, MPIQError, MPIQTimeoutError
-from .topology import Topology
-from .transfer import (
-    ArrayHeader,
-    RemoteFailure,
-    finish_array,
-    is_buffer_array,
-    pending,
-    post_item,
-    try_receive_item,
-    wait_requests,
+from .requests import (
+    BufferReceive,
+    Engine,
+    ObjectReceive,
+    PostedReceive,
+    Request,
+    SendRequest,
 )
+from .topology import Topology
+from .transfer import _SIMPLE, OOBHeader, Frame, post_object
 from .waiting import DEFAULT_TIMEOUT, Deadline, poll
-
-_TAG_SPACE = 16384
 
 #: Library layers that get their own communication context at :func:`~mpiq_magic.kernel.init`
 #: (a collective ``Dup`` then, so no layer ever needs one later). Every tag on every context
 #: stays the user's or the layer's own: nothing is reserved from users.
 LIBRARY_LAYERS = ("dispatch", "cluster")
 
-
-class Request:
-    """A non-blocking MPI-Q operation; ``wait`` takes a timeout like every blocking call."""
-
-    def __init__(self, test, describe: str, default_timeout: float):
-        self._test = test
-        self._describe = describe
-        self._timeout = default_timeout
-        self._done = False
-        self._value: Any = None
-
-    def test(self) -> tuple[bool, Any]:
-        if not self._done:
-            result = self._test()
-            if result is not None:
-                self._done, self._value = True, result[0]
-        return self._done, self._value
-
-    def wait(self, timeout: float | None = None) -> Any:
-        deadline = Deadline(self._timeout if timeout is None else timeout)
-        if poll(lambda: True if self.test()[0] else None, deadline) is None:
-            raise MPIQTimeoutError(
-                f"{self._describe} did not complete within {deadline.timeout:g} s.", [self._describe]
-            )
-        return self._value
+_Testall = MPI.Request.Testall
+_TAG_UB = int(MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) or 32767)
 
 
 def _wait_or_raise(reqs: list[MPI.Request], timeout: float, describe, status: MPI.Status | None = None) -> None:
@@ -70,10 +46,29 @@ def _wait_or_raise(reqs: list[MPI.Request], timeout: float, describe, status: MP
         (req,) = reqs
         done = poll(lambda: True if req.Test(status) else None, deadline)
     else:
-        done = poll(lambda: True if MPI.Request.Testall(reqs) else None, deadline)
+        done = poll(lambda: True if _Testall(reqs) else None, deadline)
     if done is None:
         what = describe()
         raise MPIQTimeoutError(f"{what} did not complete within {deadline.timeout:g} s.", [what])
+
+
+def _check_tag(tag: Any, receive: bool) -> int:
+    """The tag as an int, or an MPIQError naming it (a raw MPI error stack otherwise)."""
+    try:
+        value = operator.index(tag) if not isinstance(tag, bool) else None
+    except TypeError:
+        value = None
+    if value is None:
+        raise MPIQError(f"A tag is an int in 0..{_TAG_UB}, got {tag!r}.")
+    if receive and value == ANY_TAG:
+        return value
+    if value < 0:
+        raise MPIQError(
+            f"Tag {value} is negative; tags are 0..{_TAG_UB}" + (" or ANY_TAG." if receive else ".")
+        )
+    if value > _TAG_UB:
+        raise MPIQError(f"Tag {value} is above this MPI's largest tag, {_TAG_UB}.")
+    return value
 
 
 class HybridComm:
@@ -101,14 +96,17 @@ class HybridComm:
         self.device = self.devices[self.qrank] if self.qrank is not None else None
         # Private contexts: user messages on the parent comm can never match library traffic.
         self._p2p = parent.Dup()
+        self._p2p_data = parent.Dup()  # out-of-band buffers of objects sent on _p2p
         self._coll = parent.Dup()
+        self._coll_data = parent.Dup()
         self._ccomm = self._coll.Split(0 if self.rank is not None else MPI.UNDEFINED, self._me)
         self._qcomm = self._coll.Split(0 if self.qrank is not None else MPI.UNDEFINED, self._me)
         self._all_comm = parent.Dup()  # ALL barriers: their own context, fixed tags
-        self._layer_comms = {name: parent.Dup() for name in LIBRARY_LAYERS}
+        self._layer_comms = {name: (parent.Dup(), parent.Dup()) for name in LIBRARY_LAYERS}
         self._layer_views: dict[str, HybridComm] = {}
         self._layer_name: str | None = None
-        self._seq = 0
+        self._engine = Engine(self._p2p, self._p2p_data)
+        self._cstate = _coll.CollState(self)
         self._barriers = _barrier.BarrierState()
         self._freed = False
         # Collective set-up now, not on first use, so every barrier call is cheap and no
@@ -170,12 +168,13 @@ class HybridComm:
         view = owner._layer_views.get(name)
         if view is not None:
             return view
-        comm = owner._layer_comms.get(name)
-        if comm is None:
-            comm = owner._layer_comms[name] = owner._parent.Dup()
+        comms = owner._layer_comms.get(name)
+        if comms is None:
+            comms = owner._layer_comms[name] = (owner._parent.Dup(), owner._parent.Dup())
         view = object.__new__(type(self))
         view.__dict__.update(owner.__dict__)
-        view._p2p = comm
+        view._p2p, view._p2p_data = comms
+        view._engine = Engine(*comms)
         view._layer_name = name
         view._owner = owner
         owner._layer_views[name] = view
@@ -240,22 +239,34 @@ class HybridComm:
         return str(addr)
 
     # ----------------------------------------------------------------- point-to-point
+    def _who(self, src: int) -> str:
+        return "any process" if src == ANY_SOURCE else self.describe(src)
+
     def send(self, obj: Any, dest: Address, tag: int = 0, timeout: float | None = None) -> None:
-        """MPIQ_Send for a Python object (numpy arrays travel as raw buffers)."""
-        if not is_buffer_array(obj):
-            req = self._p2p.isend(obj, self.resolve(dest), tag)
+        """MPIQ_Send for a Python object (large buffers such as numpy arrays travel raw, uncopied)."""
+        if self._freed:
+            self._check_open()
+        if tag.__class__ is not int or not 0 <= tag <= _TAG_UB:
+            tag = _check_tag(tag, False)
+        d = self.resolve(dest)
+        if type(obj) in _SIMPLE:
+            req = self._p2p.isend(obj, d, tag)
             if req.Test():  # eager protocol: small messages complete at once
                 return
             reqs = [req]
         else:
-            reqs = post_item(self._p2p, obj, self.resolve(dest), tag)
-        _wait_or_raise(reqs, timeout or self.timeout, lambda: f"send to {self.describe(self.resolve(dest))} (tag {tag})")
+            reqs = post_object(self._p2p, self._p2p_data, obj, d, tag)
+            if _Testall(reqs):
+                return
+        _wait_or_raise(reqs, timeout or self.timeout, lambda: f"send to {self.describe(d)} (tag {tag})")
 
     def isend(self, obj: Any, dest: Address, tag: int = 0) -> Request:
-        r = self.resolve(dest)
-        reqs = post_item(self._p2p, obj, r, tag)
-        done = lambda: (None,) if MPI.Request.Testall(reqs) else None  # noqa: E731
-        return Request(done, f"send to {self.describe(r)} (tag {tag})", self.timeout)
+        """Non-blocking send of a Python object; returns a :class:`Request`."""
+        self._check_open()
+        tag = _check_tag(tag, False)
+        d = self.resolve(dest)
+        reqs = post_object(self._p2p, self._p2p_data, obj, d, tag)
+        return SendRequest(reqs, f"send to {self.describe(d)} (tag {tag})", self.timeout)
 
     def recv(
         self,
@@ -265,44 +276,64 @@ class HybridComm:
         status: MPI.Status | None = None,
     ) -> Any:
         """MPIQ_Recv for a Python object; ``status`` gets the source and tag as in mpi4py."""
+        if self._freed:
+            self._check_open()
+        if tag.__class__ is not int or not ANY_TAG <= tag <= _TAG_UB:
+            tag = _check_tag(tag, True)
         src = self.resolve(source)
-        st = status if status is not None else MPI.Status()
-        msg = self._p2p.improbe(src, tag, st)
-        if msg is not None:
-            item = msg.recv()
-            if not isinstance(item, ArrayHeader):
-                return item
-            # The raw buffer of an array travels right behind its header, from the same source.
-            return finish_array(self._p2p, item, st.Get_source(), st.Get_tag(), Deadline(timeout or self.timeout))
-        deadline = Deadline(timeout or self.timeout)
-        got = poll(lambda: try_receive_item(self._p2p, src, tag, deadline, st), deadline)
-        if got is None:
-            who = "any process" if src == ANY_SOURCE else self.describe(src)
-            what = f"receive from {who} (tag {'any' if tag == ANY_TAG else tag})"
-            raise MPIQTimeoutError(f"{what} did not complete within {deadline.timeout:g} s.", [what])
-        return got[0]
+        engine = self._engine
+        if not engine.queue:  # nothing posted ahead of this receive: match directly
+            st = status if status is not None else MPI.Status()
+            msg = self._p2p.improbe(src, tag, st)
+            if msg is not None:
+                obj = msg.recv()
+                if type(obj) is not OOBHeader:
+                    return obj
+                r = ObjectReceive(engine, src, tag, None, self._recv_label(src, tag), self.timeout)
+                r.match_header(obj, st.Get_source(), st.Get_tag())
+                return self._complete(r, timeout)
+        r = ObjectReceive(engine, src, tag, status, self._recv_label(src, tag), self.timeout)
+        engine.post(r)
+        return self._complete(r, timeout)
+
+    def _recv_label(self, src: int, tag: int) -> str:
+        return f"receive from {self._who(src)} (tag {'any' if tag == ANY_TAG else tag})"
+
+    @staticmethod
+    def _complete(r, timeout: float | None) -> Any:
+        try:
+            return r.wait(timeout)
+        except MPIQTimeoutError:
+            r.abandon()  # a blocking receive that gave up must not take a later message
+            raise
 
     def irecv(self, source: Address = ANY_SOURCE, tag: int = ANY_TAG, status: MPI.Status | None = None) -> Request:
+        """Post a receive of a Python object; it matches messages while this process waits in
+        any MPI-Q call. ``wait()`` returns the object."""
+        self._check_open()
+        tag = _check_tag(tag, True)
         src = self.resolve(source)
-        deadline = Deadline(self.timeout)
-        who = "any process" if src == ANY_SOURCE else self.describe(src)
-        return Request(
-            lambda: try_receive_item(self._p2p, src, tag, deadline, status),
-            f"receive from {who} (tag {'any' if tag == ANY_TAG else tag})",
-            self.timeout,
-        )
+        r = ObjectReceive(self._engine, src, tag, status, self._recv_label(src, tag), self.timeout)
+        self._engine.post(r)
+        return r
 
     def Send(self, buf: Any, dest: Address, tag: int = 0, timeout: float | None = None) -> None:
         """MPIQ_Send for a buffer (no pickling)."""
+        if self._freed:
+            self._check_open()
+        if tag.__class__ is not int or not 0 <= tag <= _TAG_UB:
+            tag = _check_tag(tag, False)
         r = self.resolve(dest)
         req = self._p2p.Isend(buf, r, tag)
         if not req.Test():
             _wait_or_raise([req], timeout or self.timeout, lambda: f"Send to {self.describe(r)} (tag {tag})")
 
     def Isend(self, buf: Any, dest: Address, tag: int = 0) -> Request:
+        self._check_open()
+        tag = _check_tag(tag, False)
         r = self.resolve(dest)
         req = self._p2p.Isend(buf, r, tag)
-        return Request(lambda: (None,) if req.Test() else None, f"Send to {self.describe(r)} (tag {tag})", self.timeout)
+        return SendRequest([req], f"Send to {self.describe(r)} (tag {tag})", self.timeout)
 
     def Recv(
         self,
@@ -313,91 +344,54 @@ class HybridComm:
         status: MPI.Status | None = None,
     ) -> None:
         """MPIQ_Recv into a buffer (no pickling)."""
+        if self._freed:
+            self._check_open()
+        if tag.__class__ is not int or not ANY_TAG <= tag <= _TAG_UB:
+            tag = _check_tag(tag, True)
         src = self.resolve(source)
-        req = self._p2p.Irecv(buf, src, tag)
-        if not req.Test(status):
-            who = "any process" if src == ANY_SOURCE else self.describe(src)
-            _wait_or_raise([req], timeout or self.timeout, lambda: f"Recv from {who} (tag {tag})", status)
+        if not self._engine.queue:
+            req = self._p2p.Irecv(buf, src, tag)
+            if req.Test(status):
+                return
+            r = PostedReceive(req, status, f"Recv from {self._who(src)} (tag {tag})", self.timeout)
+        else:
+            r = BufferReceive(self._engine, buf, src, tag, status, f"Recv from {self._who(src)} (tag {tag})", self.timeout)
+            self._engine.post(r)
+        try:
+            r.wait(timeout)
+        except MPIQTimeoutError:
+            if isinstance(r, PostedReceive):
+                r.cancel()
+            else:
+                r.abandon()
+            raise
 
     def Irecv(self, buf: Any, source: Address = ANY_SOURCE, tag: int = ANY_TAG, status: MPI.Status | None = None) -> Request:
+        """Post a receive into a buffer; posted to MPI at once unless other receives are pending."""
+        self._check_open()
+        tag = _check_tag(tag, True)
         src = self.resolve(source)
-        req = self._p2p.Irecv(buf, src, tag)
-        who = "any process" if src == ANY_SOURCE else self.describe(src)
-        return Request(lambda: (None,) if req.Test(status) else None, f"Recv from {who} (tag {tag})", self.timeout)
+        label = f"Recv from {self._who(src)} (tag {'any' if tag == ANY_TAG else tag})"
+        if not self._engine.queue:
+            return PostedReceive(self._p2p.Irecv(buf, src, tag), status, label, self.timeout)
+        r = BufferReceive(self._engine, buf, src, tag, status, label, self.timeout)
+        self._engine.post(r)
+        return r
 
     # ----------------------------------------------------------------- collectives
-    def _next_tag(self) -> int:
-        self._seq += 1
-        return self._seq % _TAG_SPACE
-
     def _root(self, root: Address, op: str) -> int:
         r = self.resolve(root)
         if r not in self._classical:
             raise AddressError(f"The root of {op} must be a classical rank, got {self.describe(r)}.")
         return r
 
-    def _fan_out(self, op: str, items: dict[int, Any], tag: int, deadline: Deadline) -> None:
-        reqs = {r: post_item(self._coll, item, r, tag) for r, item in items.items()}
-        if not wait_requests([q for rs in reqs.values() for q in rs], deadline):
-            missing = [self.describe(r) for r in pending(reqs)]
-            raise MPIQTimeoutError(
-                f"{op} from {self.describe(self._me)} timed out after {deadline.timeout:g} s: "
-                f"{', '.join(missing)} did not receive.",
-                missing,
-            )
-
-    def _fail_fan_out(self, op: str, exc: BaseException, receivers: Sequence[int], tag: int) -> None:
-        """Tell every receiver that the root failed, so none of them waits for its timeout."""
-        failure = RemoteFailure(self.describe(self._me), f"{type(exc).__name__}: {exc}")
-        reqs = [q for r in receivers for q in post_item(self._coll, failure, r, tag)]
-        wait_requests(reqs, Deadline(min(self.timeout, 5.0)))
-
-    def _receive_from(self, op: str, src: int, tag: int, deadline: Deadline) -> Any:
-        got = poll(lambda: try_receive_item(self._coll, src, tag, deadline), deadline)
-        if got is None:
-            who = self.describe(src)
-            raise MPIQTimeoutError(
-                f"{op} on {self.describe(self._me)} timed out after {deadline.timeout:g} s waiting for {who}.",
-                [who],
-            )
-        item = got[0]
-        if isinstance(item, RemoteFailure):
-            raise MPIQError(f"{op} failed on {item.origin}: {item.message}")
-        return item
-
-    def _fan_in(self, op: str, sources: Sequence[int], tag: int, deadline: Deadline) -> list[Any]:
-        results: dict[int, Any] = {}
-
-        def step() -> bool:
-            for src in sources:
-                if src not in results:
-                    got = try_receive_item(self._coll, src, tag, deadline)
-                    if got is not None:
-                        results[src] = got[0]
-            return len(results) == len(sources)
-
-        complete = poll(lambda: True if step() else None, deadline) is not None
-        ordered = [results.get(src) for src in sources]
-        if not complete:
-            missing = [self.describe(s) for s in sources if s not in results]
-            err = MPIQTimeoutError(
-                f"{op} on {self.describe(self._me)} timed out after {deadline.timeout:g} s; "
-                f"no contribution from {', '.join(missing)}. "
-                f"{len(results)} of {len(sources)} contribution(s) arrived and are kept in .partial.",
-                missing,
-            )
-            err.partial = ordered
-            raise err
-        return ordered
-
     def bcast(self, obj: Any = None, root: Address = Rank(0), timeout: float | None = None) -> Any:
         """MPIQ_Bcast: the classical root's object reaches every process."""
-        tag, r = self._next_tag(), self._root(root, "bcast")
-        deadline = Deadline(self.timeout if timeout is None else timeout)
-        if self._me == r:
-            self._fan_out("bcast", {p: obj for p in range(self.size) if p != r}, tag, deadline)
-            return obj
-        return self._receive_from("bcast", r, tag, deadline)
+        self._check_open()
+        r = self._root(root, "bcast")
+        got = _coll.down(self, "bcast", r, lambda: _coll.everyone(self, r), ("all", r),
+                         lambda: Frame.of(obj), False, timeout)
+        return obj if self._me == r else got.load()
 
     def scatter(
         self,
@@ -407,19 +401,14 @@ class HybridComm:
         timeout: float | None = None,
     ) -> Any:
         """MPIQ_Scatter: item j goes to qrank j; with ``send_q`` one circuit is split by qubit groups."""
-        tag, r = self._next_tag(), self._root(root, "scatter")
-        deadline = Deadline(self.timeout if timeout is None else timeout)
-        if self._me == r:
-            try:
-                chunks = self._scatter_chunks(items, send_q)
-            except Exception as exc:
-                self._fail_fan_out("scatter", exc, self._quantum, tag)
-                raise
-            self._fan_out("scatter", dict(zip(self._quantum, chunks)), tag, deadline)
-            return None
-        if self.qrank is None:
-            return None
-        return self._receive_from("scatter", r, tag, deadline)
+        self._check_open()
+        r = self._root(root, "scatter")
+
+        def make():
+            return [Frame.of(x) for x in self._scatter_chunks(items, send_q)]
+
+        got = _coll.down(self, "scatter", r, lambda: [r, *self._quantum], ("q", r), make, True, timeout)
+        return None if got is None else got.load()
 
     def _scatter_chunks(self, items: Any, send_q: Sequence[Sequence[int]] | None) -> list[Any]:
         if send_q is not None:
@@ -436,33 +425,32 @@ class HybridComm:
 
     def gather(self, obj: Any = None, root: Address = Rank(0), timeout: float | None = None) -> list[Any] | None:
         """MPIQ_Gather: quantum contributions reach the classical root, ordered by qrank."""
-        tag, r = self._next_tag(), self._root(root, "gather")
-        deadline = Deadline(self.timeout if timeout is None else timeout)
-        if self.qrank is not None:
-            self._fan_out("gather", {r: obj}, tag, deadline)
-            return None
-        if self._me == r:
-            return self._fan_in("gather", self._quantum, tag, deadline)
-        return None
+        self._check_open()
+        r = self._root(root, "gather")
+        return _coll.up(self, "gather", r, lambda: [r, *self._quantum], ("q", r), obj, timeout)
 
     def allgather(self, obj: Any = None, timeout: float | None = None) -> list[Any] | None:
-        """MPIQ_Allgather: gather to classical rank 0, then distribute to every classical rank."""
+        """MPIQ_Allgather: gather to classical rank 0, then a bcast among the classical ranks."""
+        self._check_open()
         deadline = Deadline(self.timeout if timeout is None else timeout)
-        gathered = self.gather(obj, Rank(0), timeout=deadline.timeout)
-        tag = self._next_tag()
-        if self.qrank is not None:
-            return None
+        try:
+            gathered = self.gather(obj, Rank(0), timeout=deadline.timeout)
+        except MPIQError:
+            _coll.skip(self)  # keep the collective numbering aligned with the other processes
+            raise
         root = self._classical[0]
         remaining = max(deadline.end - time.monotonic(), 1e-3)
-        stage2 = Deadline(remaining)
-        if self._me == root:
-            self._fan_out("allgather", {p: gathered for p in self._classical if p != root}, tag, stage2)
-            return gathered
-        return self._receive_from("allgather", root, tag, stage2)
+        got = _coll.down(self, "allgather", root, lambda: list(self._classical), ("c", root),
+                         lambda: Frame.of(gathered), False, remaining)
+        if self.qrank is not None:
+            return None
+        return gathered if self._me == root else got.load()
 
     # ----------------------------------------------------------------- barrier
     def barrier(self, flag: int = _barrier.ALL, timeout: float | None = None, record: bool = True) -> _barrier.BarrierRecord:
         """MPIQ_Barrier: CC among classical ranks, QQ among quantum processes, ALL for both."""
+        if self._freed:
+            self._check_open()
         return _barrier.run(self, flag, Deadline(self.timeout if timeout is None else timeout), record)
 
     # ----------------------------------------------------------------- lifetime
@@ -480,8 +468,13 @@ class HybridComm:
         for view in self._layer_views.values():
             view._freed = True
         self._barriers.close()
-        layers = tuple(self._layer_comms.values())
-        for comm in (self._ccomm, self._qcomm, self._all_comm, self._coll, self._p2p, *layers):
+        self._engine.close()
+        for view in self._layer_views.values():
+            view._engine.close()
+        self._cstate.free()
+        layers = tuple(c for pair in self._layer_comms.values() for c in pair)
+        for comm in (self._ccomm, self._qcomm, self._all_comm, self._coll, self._coll_data,
+                     self._p2p, self._p2p_data, *layers):
             if comm != MPI.COMM_NULL:
                 comm.Free()
 

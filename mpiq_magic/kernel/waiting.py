@@ -3,6 +3,10 @@
 For the first millisecond the loop spins, yielding the core between tests (low latency when a
 core is free, and an oversubscribed peer still gets to run); after that it sleeps with a
 growing interval, so long waits cost no CPU.
+
+Every wait also drives the progress engines of this process (:data:`ENGINES`): a receive
+posted with ``irecv``/``Irecv`` keeps matching messages while the process blocks in any other
+MPI-Q call, as a posted receive does in MPI.
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ DEFAULT_TIMEOUT = float(os.environ.get("MPIQ_TIMEOUT", "120"))
 _SPIN_SECONDS = 1e-3
 _PURE_SPIN_SECONDS = 50e-6
 _MAX_SLEEP = 1e-3
+
+#: Progress engines with receives still pending (see :mod:`.requests`); empty most of the time.
+ENGINES: list = []
+
+
+def progress() -> None:
+    """Let every pending non-blocking receive of this process match what has arrived."""
+    for engine in tuple(ENGINES):
+        engine.progress()
 
 
 class Deadline:
@@ -44,7 +57,10 @@ def poll(test: Callable[[], T | None], deadline: Deadline) -> T | None:
         return result
     start = time.monotonic()
     pause = 10e-6
+    engines = ENGINES
     while True:
+        if engines:
+            progress()
         result = test()
         if result is not None:
             return result

@@ -1,0 +1,290 @@
+"""MPI-Q collectives on binomial trees over the private collective context.
+
+Every collective is point-to-point traffic on ``hc._coll`` with a tag of its own (the
+collective's sequence number), along a binomial tree of its members rooted at the root: the
+root sends or receives ``ceil(log2 P)`` messages, every other member at most as many, so the
+root's cost grows as O(log P). Items are pickled once, where they are made (pickle protocol 5,
+large buffers out of band, :class:`~.transfer.Frame`), forwarded as frames without being
+unpickled on the way, and unpickled only by the process that keeps them.
+
+Timeouts: every wait has the collective's deadline. On entry each process stores the
+collective's sequence number in its slot of an *entry board* in node-shared memory, so on
+expiry the error names the members that never entered (members on other nodes, which the board
+cannot see, are named only when this process was waiting for them directly). A gather keeps the
+contributions that reached the root in ``.partial``. A root that fails before sending (bad
+items, a ``send_q`` that does not partition the circuit) sends a :class:`~.transfer.RemoteFailure`
+down the tree instead, so every member raises at once instead of waiting.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from .errors import MPIQError, MPIQTimeoutError
+from .requests import Engine, ObjectReceive
+from .transfer import Frame, RemoteFailure, post_object
+from .waiting import Deadline, poll
+
+if TYPE_CHECKING:
+    from .comm import HybridComm
+
+_Testall = MPI.Request.Testall
+_FAILURE_NOTICE_S = 5.0
+
+
+class EntryBoard:
+    """One int64 slot per process of ``comm`` on its node: the last collective it entered."""
+
+    def __init__(self, comm: MPI.Intracomm):
+        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        ranks = self.node.allgather(comm.Get_rank())
+        self.slot_of = {r: i for i, r in enumerate(ranks)}
+        item = np.dtype(np.int64).itemsize
+        size = item * self.node.Get_size() if self.node.Get_rank() == 0 else 0
+        self.win = MPI.Win.Allocate_shared(size, item, comm=self.node)
+        buf, _ = self.win.Shared_query(0)
+        self.board = np.ndarray((self.node.Get_size(),), dtype=np.int64, buffer=buf)
+        self.slot = self.node.Get_rank()
+        self.board[self.slot] = 0
+        self.node.Barrier()
+
+    def enter(self, seq: int) -> None:
+        self.board[self.slot] = seq
+
+    def absent(self, members: Sequence[int], seq: int) -> tuple[list[int], list[int]]:
+        """(members on this node that have not entered collective ``seq``, members elsewhere)."""
+        here, elsewhere = [], []
+        for r in members:
+            i = self.slot_of.get(r)
+            if i is None:
+                elsewhere.append(r)
+            elif self.board[i] < seq:
+                here.append(r)
+        return here, elsewhere
+
+    def free(self) -> None:
+        self.win.Free()
+        self.node.Free()
+
+
+class CollState:
+    """Collective bookkeeping shared by a communicator and its layer views."""
+
+    def __init__(self, hc: "HybridComm"):
+        self.seq = 0
+        self.board = EntryBoard(hc._coll)
+        self.engine = Engine(hc._coll, hc._coll_data)
+        self.trees: dict[tuple, tuple[list[int], int]] = {}
+
+    def free(self) -> None:
+        self.engine.close()
+        self.board.free()
+
+
+_TAG_SPACE = 1 << 20
+
+
+def _tree(n: int, v: int) -> tuple[int | None, list[int]]:
+    """Parent and children (largest subtree first) of vrank ``v`` in a binomial tree of ``n``."""
+    if v:
+        low = v & -v
+        parent = v - low
+    else:
+        low, parent = 1 << max(n - 1, 0).bit_length(), None
+    children = []
+    k = low >> 1
+    while k:
+        if v + k < n:
+            children.append(v + k)
+        k >>= 1
+    return parent, children
+
+
+def _end(n: int, c: int) -> int:
+    """One past the last vrank of the subtree rooted at ``c`` (> 0)."""
+    return min(c + (c & -c), n)
+
+
+class _Op:
+    """One collective call on one process: members, tree position, tag, deadline, errors."""
+
+    __slots__ = ("hc", "name", "seq", "tag", "members", "v", "parent", "children", "deadline", "engine")
+
+    def __init__(self, hc: "HybridComm", name: str, members_key: tuple, members: Callable[[], list[int]], timeout: float | None):
+        st = hc._cstate
+        st.seq += 1
+        self.seq = st.seq
+        self.tag = st.seq % _TAG_SPACE
+        st.board.enter(st.seq)
+        self.hc, self.name, self.engine = hc, name, st.engine
+        self.deadline = Deadline(hc.timeout if timeout is None else timeout)
+        cached = st.trees.get(members_key)
+        if cached is None:
+            ms = members()
+            cached = st.trees[members_key] = (ms, {r: i for i, r in enumerate(ms)})
+        self.members, index = cached
+        self.v = index.get(hc._me)
+        if self.v is not None:
+            self.parent, self.children = _tree(len(self.members), self.v)
+
+    # -------------------------------------------------------------- messaging
+    def post(self, obj: Any, v: int) -> list[MPI.Request]:
+        hc = self.hc
+        return post_object(hc._coll, hc._coll_data, obj, self.members[v], self.tag)
+
+    def receive(self, v: int) -> ObjectReceive:
+        r = ObjectReceive(self.engine, self.members[v], self.tag, None, "", 0.0)
+        self.engine.post(r)
+        return r
+
+    def wait_sends(self, sends: dict[int, list[MPI.Request]], deadline: Deadline | None = None) -> None:
+        reqs = [q for qs in sends.values() for q in qs]
+        if not reqs or _Testall(reqs):
+            return
+        deadline = deadline or self.deadline
+        if poll(lambda: True if _Testall(reqs) else None, deadline) is None:
+            pending = [v for v, qs in sends.items() if not _Testall(qs)]
+            raise self.timeout_error(pending, "did not receive", deadline)
+
+    def wait_receives(self, recvs: dict[int, ObjectReceive]) -> bool:
+        """Wait for every receive; False on expiry (the received ones stay done)."""
+        def complete():
+            return True if all([r._advance() for r in recvs.values()]) else None
+
+        return complete() is not None or poll(complete, self.deadline) is not None
+
+    # -------------------------------------------------------------- errors
+    def who(self, vranks: Sequence[int]) -> list[str]:
+        return [self.hc.describe(self.members[v]) for v in vranks]
+
+    def absent(self, waiting_for: Sequence[int]) -> list[str]:
+        """Members that did not take part: those of this node that never entered, else the peers
+        this process was waiting for (and their subtrees' members on other nodes)."""
+        here, elsewhere = self.hc._cstate.board.absent(self.members, self.seq)
+        if here:
+            return [self.hc.describe(r) for r in here]
+        return self.who(waiting_for)
+
+    def timeout_error(self, waiting_for: Sequence[int], verb: str, deadline: Deadline | None = None) -> MPIQTimeoutError:
+        missing = self.absent(waiting_for)
+        deadline = deadline or self.deadline
+        return MPIQTimeoutError(
+            f"{self.name} on {self.hc.describe(self.hc._me)} timed out after {deadline.timeout:g} s; "
+            f"{', '.join(missing)} {'did not take part' if verb is None else verb}.",
+            missing,
+        )
+
+    def failure(self, exc: BaseException) -> RemoteFailure:
+        return RemoteFailure(self.hc.describe(self.hc._me), f"{type(exc).__name__}: {exc}")
+
+    def notify(self, failure: RemoteFailure) -> None:
+        """Pass a failure down the tree; best effort within a few seconds."""
+        sends = {c: self.post(failure, c) for c in self.children}
+        try:
+            self.wait_sends(sends, Deadline(min(self.deadline.timeout, _FAILURE_NOTICE_S)))
+        except MPIQTimeoutError:
+            pass
+
+    def raise_remote(self, failure: RemoteFailure):
+        raise MPIQError(f"{self.name} failed on {failure.origin}: {failure.message}")
+
+    def receive_from_parent(self) -> Any:
+        r = self.receive(self.parent)
+        if not self.wait_receives({self.parent: r}):
+            r.abandon()
+            raise self.timeout_error([0 if self.parent is None else self.parent], None)
+        return r._value
+
+
+def everyone(hc: "HybridComm", root: int) -> list[int]:
+    return [root] + [p for p in range(hc.size) if p != root]
+
+
+def skip(hc: "HybridComm") -> None:
+    """Use up one collective number without communicating (a step that was not reached)."""
+    st = hc._cstate
+    st.seq += 1
+    st.board.enter(st.seq)
+
+
+def down(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]], key: tuple,
+         make: Callable[[], Any] | None, split: bool, timeout: float | None) -> Any:
+    """Root-to-members along the tree. ``make()`` (root only) returns one Frame (``split=False``:
+    every member gets it) or one Frame per non-root member in vrank order (``split=True``).
+    Returns what this member keeps: the root's None, a Frame, or None for non-members."""
+    op = _Op(hc, name, key, members, timeout)
+    if op.v is None:
+        return None
+    n = len(op.members)
+    if op.v == 0:
+        try:
+            payload = make()
+        except Exception as exc:
+            op.notify(op.failure(exc))
+            raise
+    else:
+        payload = op.receive_from_parent()
+        if type(payload) is RemoteFailure:
+            op.notify(payload)
+            op.raise_remote(payload)
+    if split:
+        base = op.v if op.v else 1  # the root's payload starts at vrank 1
+        sends = {c: op.post(payload[c - base:_end(n, c) - base], c) for c in op.children}
+        mine = payload[0] if op.v else None
+    else:
+        sends = {c: op.post(payload, c) for c in op.children}
+        mine = payload if op.v else None
+    op.wait_sends(sends)
+    return mine
+
+
+def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]], key: tuple,
+       obj: Any, timeout: float | None) -> list[Any] | None:
+    """Members-to-root along the tree: the root returns every non-root member's object in vrank
+    order; on expiry its error keeps the ones that arrived in ``.partial``."""
+    op = _Op(hc, name, key, members, timeout)
+    if op.v is None:
+        return None
+    n = len(op.members)
+    failure = None
+    if op.v != 0:
+        try:
+            mine = Frame.of(obj)
+        except Exception as exc:
+            failure = op.failure(exc)
+    recvs = {c: op.receive(c) for c in op.children}
+    complete = op.wait_receives(recvs)
+    got: dict[int, Any] = {}
+    pending = [c for c, r in recvs.items() if r._state != 2]
+    for c, r in recvs.items():
+        if r._state == 2:
+            value = r._value
+            if type(value) is RemoteFailure:
+                failure = failure or value
+            else:
+                got.update(zip(range(c, _end(n, c)), value))
+        else:
+            r.abandon()
+    if op.v != 0:
+        if failure is not None:
+            op.wait_sends({op.parent: op.post(failure, op.parent)})
+            op.raise_remote(failure)
+        if not complete:
+            raise op.timeout_error(pending, None)
+        bundle = [mine] + [got[v] for v in range(op.v + 1, _end(n, op.v))]
+        op.wait_sends({op.parent: op.post(bundle, op.parent)})
+        return None
+    if failure is not None:
+        op.raise_remote(failure)
+    values = [got[v].load() if v in got else None for v in range(1, n)]
+    if not complete:
+        err = op.timeout_error(pending, None)
+        err.args = (
+            f"{err.args[0]} {len(got)} of {n - 1} contribution(s) arrived and are kept in .partial.",
+        )
+        err.partial = values
+        raise err
+    return values
