@@ -1,15 +1,15 @@
-"""Errors of the device-ready path. Messages are full sentences naming the offending values."""
+"""Errors of the device-ready path, in the one hierarchy of :mod:`mpiq_magic.kernel.errors`."""
 
 from __future__ import annotations
 
-from mpiq_magic.kernel.errors import MPIQError
+from mpiq_magic.kernel.errors import MPIQError, UsageError
 
 
 class MonitorError(MPIQError):
     """Base class for errors raised by monitor_engine."""
 
 
-class CircuitTooWideError(MonitorError, ValueError):
+class CircuitTooWideError(MonitorError, UsageError):
     """A circuit has more qubits than the device it is meant for; nothing was sent."""
 
 
@@ -17,7 +17,7 @@ class CompileError(MonitorError):
     """The classical side could not compile a circuit for a device's Target."""
 
 
-class PayloadError(MonitorError, ValueError):
+class PayloadError(MonitorError, UsageError):
     """A monitor refused a payload (wrong device, not in its ISA, malformed)."""
 
 

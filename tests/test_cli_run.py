@@ -39,3 +39,16 @@ def test_run_rejects_missing_script_and_bad_counts(tmp_path):
     assert proc.returncode == 2 and "classical=0" in proc.stderr
     proc = subprocess.run([*MPIQ, "run", "--devices", str(tmp_path / "d.toml"), str(script)], capture_output=True, text=True)
     assert proc.returncode == 2 and "d.toml' does not exist" in proc.stderr
+
+
+def test_angle_sweep_example_is_a_workload_on_the_dispatch_path():
+    """docs/architecture.md's example: 7 bound circuits dealt over 3 monitors, P(1) = sin^2(theta/2)."""
+    proc = subprocess.run(
+        ["timeout", "120", *MPIQ, "run", "-c", "1", "-q", "3", str(REPO / "docs/examples/angle_sweep.py")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [dict(kv.split("=") for kv in line.split()) for line in proc.stdout.splitlines() if line.startswith("theta=")]
+    assert len(rows) == 7
+    assert [int(r["qrank"]) for r in rows] == [0, 1, 2, 0, 1, 2, 0]  # least-loaded placement
+    assert all(abs(float(r["P(1)"]) - float(r["expected"])) < 0.08 for r in rows), rows

@@ -126,7 +126,14 @@ class HybridCluster:
         return f"<HybridCluster {self.classical} classical + {self.quantum} quantum, {state}>"
 
     def start(self) -> "HybridCluster":
-        """Start the controller and the MPI engines, check engine id == rank, run ``kernel.init``."""
+        """Start the controller and the MPI engines, check engine id == rank, run ``kernel.init``.
+
+        Raises:
+            ClusterStateError: the cluster is already running.
+            ClusterTimeoutError: not every engine registered within ``start_timeout``.
+            HybridClusterError: mpiexec exited early, or ``kernel.init`` failed on an engine;
+                every process started so far is stopped.
+        """
         if self.running:
             raise ClusterStateError(f"{self!r} is already running; stop it first.")
         t0 = time.perf_counter()
@@ -389,7 +396,12 @@ class HybridCluster:
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> list[Any]:
-        """Run ``code`` on every monitor, then gather their ``var`` over MPI-Q to rank 0; list by qrank."""
+        """Run ``code`` on every monitor, then gather their ``var`` over MPI-Q to rank 0; list by qrank.
+
+        Raises:
+            HybridClusterError: the cell failed on a monitor (``partial``: the values gathered).
+            ClusterTimeoutError: an engine is dead or did not answer within ``timeout``.
+        """
         return _gather.gather(self, code, var, timeout, progress)
 
     def barrier(
@@ -400,7 +412,12 @@ class HybridCluster:
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> _barrier.BarrierRecords:
-        """``repeat`` hybrid barriers (CC, QQ or ALL); one ``BarrierRecord`` dict per barrier."""
+        """``repeat`` hybrid barriers (CC, QQ or ALL); one ``BarrierRecord`` dict per barrier.
+
+        Raises:
+            ClusterUsageError: unknown flag or a bad ``repeat``.
+            ClusterTimeoutError: an engine is dead or did not arrive within ``timeout``.
+        """
         return _barrier.barrier(self, flag, repeat, timeout, progress)
 
     def ghz(
@@ -418,6 +435,10 @@ class HybridCluster:
 
         ``nodes`` monitors take blocks (qranks 0..nodes-1; default every monitor); ``blocks``
         defaults to ``nodes``. Returns the ``GHZResult``.
+
+        Raises:
+            ClusterUsageError: bad ``qubits``, ``nodes`` or ``shots``.
+            HybridClusterError: the run failed (the lines name the monitors and stages).
         """
         return _ghz.ghz(self, qubits, nodes=nodes, blocks=blocks, shots=shots, serial=serial,
                         timeout=timeout, progress=progress)

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..kernel.config import METHODS, NOISE_KEYS, DeviceSpec, default_devices, load_devices
-from ..kernel.errors import MPIQError
+from ..kernel.errors import MPIQError, UsageError
 from .job import PROGRESS_PREFIX
 
 DEMO_DEFAULTS = {"qubits": 120, "nodes": 3, "blocks": 6, "shots": 1024}
 
 
-class GHZArgumentError(MPIQError, ValueError):
+class GHZArgumentError(UsageError):
     """A ``mpiq ghz`` / ``mpiq demo`` argument that cannot work; raised before any process starts."""
 
 

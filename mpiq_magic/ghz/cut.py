@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from qiskit import QuantumCircuit
 
-from ..kernel.errors import MPIQError
+from ..kernel.errors import UsageError
 from .stages import block_widths
 
 
-class GHZCutError(MPIQError, ValueError):
+class GHZCutError(UsageError):
     """A cut that cannot be made: no qubits, no blocks, or more blocks than qubits."""
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..kernel import QQ
-from ..kernel.errors import MPIQError
+from ..kernel.errors import ProcessFailure, ProcessFailures
 from .cut import Cut, assign_blocks, cut_ghz
 from .reconstruct import Reconstruction, reconstruct
 from .stages import STAGES
@@ -35,8 +35,9 @@ Progress = Callable[[str, dict], None]
 
 
 
-class GHZRunError(MPIQError):
-    """One or more processes failed; every line starts with ``[who:operation]``."""
+class GHZRunError(ProcessFailures):
+    """The run was refused (the message says why) or failed on monitors: one
+    ``[qrank j:stage] message`` line per failure in ``failures``."""
 
 
 @dataclass
@@ -220,7 +221,7 @@ def _root_side(hc, job, n, m, shots, serial, cache, level, seed, timeout, report
     report("gather", {"monitors": Q})
     failures = _failures(hc, outcome)
     if failures:
-        raise GHZRunError("\n".join(failures))
+        raise GHZRunError("", failures, partial=outcome)
 
     # Stage split of the collect window from the monitors' own clocks.
     done = outcome.monitors
@@ -318,19 +319,21 @@ def _check_widths(hc, cut: Cut, assignment: list[list[int]]) -> None:
             )
 
 
-def _failures(hc, outcome) -> list[str]:
-    """``[qrank j:stage]`` lines for every monitor or block that failed or did not answer."""
-    lines = [
-        f"[qrank {q}:{d.stage}] {d.error}" for q, d in sorted(outcome.monitors.items()) if d.error
-    ]
+def _failures(hc, outcome) -> list[ProcessFailure]:
+    """One failure per monitor or block that failed or did not answer."""
     failed = {q for q, d in outcome.monitors.items() if d.error}
-    for b, message in outcome.errors.items():
-        if outcome.placement[b] not in failed:
-            lines.append(f"[qrank {outcome.placement[b]}:execute] block {b}: {message}")
-    for b, q in outcome.missing.items():
-        if q not in failed:
-            lines.append(f"[qrank {q}:execute] block {b}: no result before the deadline.")
-    silent = [q for q in range(hc.quantum_size) if q not in outcome.monitors]
-    lines += [f"[qrank {q}:gather] did not end the job before the deadline." for q in silent if not any(
-        line.startswith(f"[qrank {q}:") for line in lines)]
-    return lines
+    out = [ProcessFailure(f"qrank {q}", d.stage, d.error) for q, d in sorted(outcome.monitors.items()) if d.error]
+    out += [
+        ProcessFailure(f"qrank {outcome.placement[b]}", "execute", f"block {b}: {message}")
+        for b, message in outcome.errors.items() if outcome.placement[b] not in failed
+    ]
+    out += [
+        ProcessFailure(f"qrank {q}", "execute", f"block {b}: no result before the deadline.", "timeout")
+        for b, q in outcome.missing.items() if q not in failed
+    ]
+    named = {f.who for f in out}
+    out += [
+        ProcessFailure(f"qrank {q}", "gather", "did not end the job before the deadline.", "timeout")
+        for q in range(hc.quantum_size) if q not in outcome.monitors and f"qrank {q}" not in named
+    ]
+    return out

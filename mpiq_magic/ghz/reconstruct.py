@@ -30,12 +30,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..kernel.errors import MPIQError
+from ..kernel.errors import UsageError
 
 _CHUNK_BYTES = 1 << 25  # unpacked bits materialised at once (32 MiB)
 
 
-class ReconstructionError(MPIQError, ValueError):
+class ReconstructionError(UsageError):
     """Block results that cannot be stitched together (wrong shapes, unequal shots)."""
 
 
