@@ -109,9 +109,8 @@ def _metis(used, weights, network, seed):
     opts = pymetis.Options(seed=seed, ufactor=1)
     if not adjncy:
         return {q: 0 for q in used}
-    res = pymetis.part_graph(
-        network.k, xadj=xadj, adjncy=adjncy, eweights=ew, tpwgts=tpw, options=opts
-    )
+    csr = pymetis.CSRAdjacency(xadj, adjncy)
+    res = pymetis.part_graph(network.k, csr, eweights=ew, tpwgts=tpw, options=opts)
     return {q: int(res.vertex_part[index[q]]) for q in used}
 
 

@@ -37,7 +37,7 @@ IGNORED = frozenset({"barrier", "delay", "store"})
 BREAKING = frozenset({"measure", "reset", "initialize", "prepare_state"})
 DIAGONAL_1Q = frozenset({"id", "rz", "p", "u1", "z", "s", "sdg", "t", "tdg"})
 DIAGONAL_2Q = frozenset({"cz", "cp", "cu1", "rzz", "crz", "cs", "csdg"})
-BASIS = ["u", "cx", "cp", "cz", "rzz", "measure", "reset", "barrier", "delay"]
+BASIS = ["u", "cx", "cp", "cz", "rzz", "measure", "reset"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ def _kind_2q(op: Any) -> str | None:
     return None
 
 
-def _needs_decomposition(circuit: QuantumCircuit) -> bool:
+def _to_decompose(circuit: QuantumCircuit) -> set[str]:
+    names = set()
     for inst in circuit.data:
         op = inst.operation
         if isinstance(op, ControlFlowOp):
@@ -126,14 +127,18 @@ def _needs_decomposition(circuit: QuantumCircuit) -> bool:
             continue
         n = len(inst.qubits)
         if n > 2 or (n == 2 and _kind_2q(op) is None):
-            return True
-    return False
+            names.add(op.name)
+    return names
 
 
 def _normalise(circuit: QuantumCircuit) -> QuantumCircuit:
-    if not _needs_decomposition(circuit):
-        return circuit
-    out = transpile(circuit, basis_gates=BASIS, optimization_level=0)
+    out = circuit
+    for _ in range(8):  # definitions first (fast); the transpiler only if that does not settle
+        names = _to_decompose(out)
+        if not names:
+            return out
+        out = out.decompose(gates_to_decompose=sorted(names))
+    out = transpile(out, basis_gates=BASIS, optimization_level=0)
     if out.num_qubits != circuit.num_qubits:  # pragma: no cover - no layout without a target
         raise PartitionError("Decomposition changed the number of qubits; this is a bug.")
     return out
