@@ -131,12 +131,12 @@ class _Op:
             self.parent, self.children = _tree(len(self.members), self.v)
 
     # -------------------------------------------------------------- messaging
-    def post(self, obj: Any, v: int) -> list[MPI.Request]:
+    def post(self, obj: Any, v: int, tag: int | None = None) -> list[MPI.Request]:
         hc = self.hc
-        return post_object(hc._coll, hc._coll_data, obj, self.members[v], self.tag)
+        return post_object(hc._coll, hc._coll_data, obj, self.members[v], self.tag if tag is None else tag)
 
-    def receive(self, v: int) -> ObjectReceive:
-        r = ObjectReceive(self.engine, self.members[v], self.tag, None, "", 0.0)
+    def receive(self, v: int, tag: int | None = None) -> ObjectReceive:
+        r = ObjectReceive(self.engine, self.members[v], self.tag if tag is None else tag, None, "", 0.0)
         self.engine.post(r)
         return r
 
@@ -149,12 +149,21 @@ class _Op:
             pending = [v for v, qs in sends.items() if not _Testall(qs)]
             raise self.timeout_error(pending, "did not receive", deadline)
 
-    def wait_receives(self, recvs: dict[int, ObjectReceive]) -> bool:
-        """Wait for every receive; False on expiry (the received ones stay done)."""
+    def wait_receives(self, recvs: dict[int, ObjectReceive], deadline: Deadline | None = None,
+                      flush: ObjectReceive | None = None) -> bool:
+        """Wait for every receive; False on expiry or when ``flush`` completes first (the
+        received ones stay done)."""
         def complete():
-            return True if all([r._advance() for r in recvs.values()]) else None
+            if all([r._advance() for r in recvs.values()]):
+                return True
+            if flush is not None and flush._advance():
+                return False
+            return None
 
-        return complete() is not None or poll(complete, self.deadline) is not None
+        got = complete()
+        if got is None:
+            got = poll(complete, deadline or self.deadline)
+        return bool(got)
 
     # -------------------------------------------------------------- errors
     def who(self, vranks: Sequence[int]) -> list[str]:
@@ -244,19 +253,40 @@ def down(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]
 def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]], key: tuple,
        obj: Any, timeout: float | None) -> list[Any] | None:
     """Members-to-root along the tree: the root returns every non-root member's object in vrank
-    order; on expiry its error keeps the ones that arrived in ``.partial``."""
+    order. On expiry the root *flushes* the tree: the members still waiting for a child pass up
+    what they have within a short grace, so ``.partial`` holds every contribution that was sent,
+    wherever it was held up; only the members that never sent are missing. Members other than
+    the root return None, also when the gather fails: their part was delivered."""
     op = _Op(hc, name, key, members, timeout)
     if op.v is None:
         return None
-    n = len(op.members)
-    failure = None
-    if op.v != 0:
+    n, v = len(op.members), op.v
+    failure = mine = None
+    if v:
         try:
             mine = Frame.of(obj)
         except Exception as exc:
             failure = op.failure(exc)
     recvs = {c: op.receive(c) for c in op.children}
-    complete = op.wait_receives(recvs)
+    flush = None
+    if v and op.children:
+        flush = op.receive(op.parent, op.tag + _TAG_SPACE)
+    # The root gives up at its deadline and flushes; the others wait longer, for its flush.
+    root_grace = min(1.0, max(0.2, op.deadline.timeout / 4))
+    complete = op.wait_receives(recvs, Deadline(op.deadline.timeout + 2 * root_grace) if v else None, flush)
+    flushed = flush is not None and flush._state == 2
+    grace = None
+    if not complete:  # timed out, or flushed by the parent: flush the subtrees still missing
+        grace = flush._value if flushed else root_grace
+        waiting = [c for c, r in recvs.items() if r._state != 2]
+        sends = {c: op.post(grace / 2, c, op.tag + _TAG_SPACE) for c in waiting}
+        complete = op.wait_receives(recvs, deadline=Deadline(grace * 0.9))
+        try:
+            op.wait_sends(sends, Deadline(grace * 0.2))
+        except MPIQTimeoutError:
+            pass
+    if flush is not None and flush._state != 2:
+        flush.cancel()
     got: dict[int, Any] = {}
     pending = [c for c, r in recvs.items() if r._state != 2]
     for c, r in recvs.items():
@@ -268,23 +298,24 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
                 got.update(zip(range(c, _end(n, c)), value))
         else:
             r.abandon()
-    if op.v != 0:
+    if v:
         if failure is not None:
             op.wait_sends({op.parent: op.post(failure, op.parent)})
             op.raise_remote(failure)
-        if not complete:
-            raise op.timeout_error(pending, None)
-        bundle = [mine] + [got[v] for v in range(op.v + 1, _end(n, op.v))]
-        op.wait_sends({op.parent: op.post(bundle, op.parent)})
+        # Incomplete after the grace: pass up what arrived (None for the rest); the root names
+        # the missing members in its error.
+        bundle = [mine] + [got.get(u) for u in range(v + 1, _end(n, v))]
+        op.wait_sends({op.parent: op.post(bundle, op.parent)}, None if grace is None else Deadline(grace))
         return None
     if failure is not None:
         op.raise_remote(failure)
-    values = [got[v].load() if v in got else None for v in range(1, n)]
-    if not complete:
-        err = op.timeout_error(pending, None)
-        err.args = (
-            f"{err.args[0]} {len(got)} of {n - 1} contribution(s) arrived and are kept in .partial.",
-        )
+    frames = [got.get(u) for u in range(1, n)]
+    values = [None if f is None else f.load() for f in frames]
+    if not complete or None in frames:
+        missing = [u for u in range(1, n) if frames[u - 1] is None]
+        err = op.timeout_error(missing, None)
+        arrived = n - 1 - len(missing)
+        err.args = (f"{err.args[0]} {arrived} of {n - 1} contribution(s) arrived and are kept in .partial.",)
         err.partial = values
         raise err
     return values

@@ -1,0 +1,25 @@
+"""One test body (tests/data/kernel_suite.py) under the bundled mpiexec at 1, 2, 4, 5 and 9
+processes, as mpi4py runs its own tests: every object of mpi4py's message set through every
+primitive, posted receives that progress while the process sends, waitany/waitall, tags that
+collide with nothing, timeouts that name the missing process. One mpiexec job per count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mpirun import results, run_mpi
+
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(300)]
+
+SUITE = (Path(__file__).parent / "data" / "kernel_suite.py").read_text()
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 5, 9])
+def test_kernel_suite(n, tmp_path):
+    res = results(run_mpi(SUITE, n, timeout=240, tmp_path=tmp_path))
+    assert sorted(r["me"] for r in res) == list(range(n))
+    failures = [f"[process {r['me']}] {f}" for r in res for f in r["failures"]]
+    assert not failures, "\n".join(failures)
+    assert all(len(r["checks"]) >= 20 for r in res)
