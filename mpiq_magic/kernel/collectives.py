@@ -25,7 +25,7 @@ from mpi4py import MPI
 
 from .errors import MPIQError, MPIQTimeoutError
 from .requests import Engine, ObjectReceive
-from .transfer import Frame, RemoteFailure, post_object
+from .transfer import Frame, OOBHeader, RemoteFailure, dumps, post_object
 from .waiting import Deadline, poll
 
 if TYPE_CHECKING:
@@ -134,6 +134,22 @@ class _Op:
     def post(self, obj: Any, v: int, tag: int | None = None) -> list[MPI.Request]:
         hc = self.hc
         return post_object(hc._coll, hc._coll_data, obj, self.members[v], self.tag if tag is None else tag)
+
+    def post_all(self, obj: Any, vranks: Sequence[int]) -> dict[int, list[MPI.Request]]:
+        """Send one object to several members, pickled once."""
+        if not vranks:
+            return {}
+        hc = self.hc
+        data, bufs = dumps(obj)
+        out = {}
+        for v in vranks:
+            dest = self.members[v]
+            if not bufs:
+                out[v] = [hc._coll.Isend(data, dest, self.tag)]
+            else:
+                out[v] = [hc._coll.isend(OOBHeader(data, tuple(b.nbytes for b in bufs)), dest, self.tag)]
+                out[v].extend(hc._coll_data.Isend(b, dest, self.tag) for b in bufs)
+        return out
 
     def receive(self, v: int, tag: int | None = None) -> ObjectReceive:
         r = ObjectReceive(self.engine, self.members[v], self.tag if tag is None else tag, None, "", 0.0)
@@ -244,7 +260,7 @@ def down(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]
         sends = {c: op.post(payload[c - base:_end(n, c) - base], c) for c in op.children}
         mine = payload[0] if op.v else None
     else:
-        sends = {c: op.post(payload, c) for c in op.children}
+        sends = op.post_all(payload, op.children)
         mine = payload if op.v else None
     op.wait_sends(sends)
     return mine

@@ -282,16 +282,24 @@ class HybridComm:
             tag = _check_tag(tag, True)
         src = self.resolve(source)
         engine = self._engine
-        if not engine.queue:  # nothing posted ahead of this receive: match directly
+        if not engine.queue:
+            # Nothing posted ahead of this receive on this context, and nothing can be posted
+            # while it blocks: matching directly is exact (other engines progress in poll).
             st = status if status is not None else MPI.Status()
-            msg = self._p2p.improbe(src, tag, st)
-            if msg is not None:
-                obj = msg.recv()
-                if type(obj) is not OOBHeader:
-                    return obj
-                r = ObjectReceive(engine, src, tag, None, self._recv_label(src, tag), self.timeout)
-                r.match_header(obj, st.Get_source(), st.Get_tag())
-                return self._complete(r, timeout)
+            comm = self._p2p
+            msg = comm.improbe(src, tag, st)
+            if msg is None:
+                deadline = Deadline(timeout or self.timeout)
+                msg = poll(lambda: comm.improbe(src, tag, st), deadline)
+                if msg is None:
+                    what = self._recv_label(src, tag)
+                    raise MPIQTimeoutError(f"{what} did not complete within {deadline.timeout:g} s.", [what])
+            obj = msg.recv()
+            if type(obj) is not OOBHeader:
+                return obj
+            r = ObjectReceive(engine, src, tag, None, self._recv_label(src, tag), self.timeout)
+            r.match_header(obj, st.Get_source(), st.Get_tag())
+            return self._complete(r, timeout)
         r = ObjectReceive(engine, src, tag, status, self._recv_label(src, tag), self.timeout)
         engine.post(r)
         return self._complete(r, timeout)
