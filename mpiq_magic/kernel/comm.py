@@ -415,7 +415,7 @@ class HybridComm:
         def make():
             return [Frame.of(x) for x in self._scatter_chunks(items, send_q)]
 
-        got = _coll.down(self, "scatter", r, lambda: [r, *self._quantum], ("q", r), make, True, timeout)
+        got = _coll.down(self, "scatter", r, lambda: [r, *self._quantum], ("q", r), make, True, timeout, self._cstate.flat)
         return None if got is None else got.load()
 
     def _scatter_chunks(self, items: Any, send_q: Sequence[Sequence[int]] | None) -> list[Any]:
@@ -435,7 +435,7 @@ class HybridComm:
         """MPIQ_Gather: quantum contributions reach the classical root, ordered by qrank."""
         self._check_open()
         r = self._root(root, "gather")
-        return _coll.up(self, "gather", r, lambda: [r, *self._quantum], ("q", r), obj, timeout)
+        return _coll.up(self, "gather", r, lambda: [r, *self._quantum], ("q", r), obj, timeout, self._cstate.flat)
 
     def allgather(self, obj: Any = None, timeout: float | None = None) -> list[Any] | None:
         """MPIQ_Allgather: gather to classical rank 0, then a bcast among the classical ranks."""
