@@ -282,16 +282,24 @@ class HybridComm:
             tag = _check_tag(tag, True)
         src = self.resolve(source)
         engine = self._engine
-        if not engine.queue:  # nothing posted ahead of this receive: match directly
+        if not engine.queue:
+            # Nothing posted ahead of this receive on this context, and nothing can be posted
+            # while it blocks: matching directly is exact (other engines progress in poll).
             st = status if status is not None else MPI.Status()
-            msg = self._p2p.improbe(src, tag, st)
-            if msg is not None:
-                obj = msg.recv()
-                if type(obj) is not OOBHeader:
-                    return obj
-                r = ObjectReceive(engine, src, tag, None, self._recv_label(src, tag), self.timeout)
-                r.match_header(obj, st.Get_source(), st.Get_tag())
-                return self._complete(r, timeout)
+            comm = self._p2p
+            msg = comm.improbe(src, tag, st)
+            if msg is None:
+                deadline = Deadline(timeout or self.timeout)
+                msg = poll(lambda: comm.improbe(src, tag, st), deadline)
+                if msg is None:
+                    what = self._recv_label(src, tag)
+                    raise MPIQTimeoutError(f"{what} did not complete within {deadline.timeout:g} s.", [what])
+            obj = msg.recv()
+            if type(obj) is not OOBHeader:
+                return obj
+            r = ObjectReceive(engine, src, tag, None, self._recv_label(src, tag), self.timeout)
+            r.match_header(obj, st.Get_source(), st.Get_tag())
+            return self._complete(r, timeout)
         r = ObjectReceive(engine, src, tag, status, self._recv_label(src, tag), self.timeout)
         engine.post(r)
         return self._complete(r, timeout)
@@ -407,7 +415,7 @@ class HybridComm:
         def make():
             return [Frame.of(x) for x in self._scatter_chunks(items, send_q)]
 
-        got = _coll.down(self, "scatter", r, lambda: [r, *self._quantum], ("q", r), make, True, timeout)
+        got = _coll.down(self, "scatter", r, lambda: [r, *self._quantum], ("q", r), make, True, timeout, self._cstate.flat)
         return None if got is None else got.load()
 
     def _scatter_chunks(self, items: Any, send_q: Sequence[Sequence[int]] | None) -> list[Any]:
@@ -427,7 +435,7 @@ class HybridComm:
         """MPIQ_Gather: quantum contributions reach the classical root, ordered by qrank."""
         self._check_open()
         r = self._root(root, "gather")
-        return _coll.up(self, "gather", r, lambda: [r, *self._quantum], ("q", r), obj, timeout)
+        return _coll.up(self, "gather", r, lambda: [r, *self._quantum], ("q", r), obj, timeout, self._cstate.flat)
 
     def allgather(self, obj: Any = None, timeout: float | None = None) -> list[Any] | None:
         """MPIQ_Allgather: gather to classical rank 0, then a bcast among the classical ranks."""
