@@ -527,15 +527,9 @@ class HybridCluster:
                 dead.append(e)
         return dead
 
-    def _collect(
-        self,
-        op: str,
-        tasks: Mapping[int, Any],
-        timeout: float,
-        progress: ProgressCallback | None = None,
-        interrupt: bool = False,
-    ) -> Outcome:
-        return collect(self, op, tasks, timeout, progress, interrupt)
+    def _collect(self, op: str, tasks: Mapping[int, Any], timeout: float, *args: Any, **kwargs: Any) -> Outcome:
+        """See :func:`mpiq_magic.cluster.collect.collect`."""
+        return collect(self, op, tasks, timeout, *args, **kwargs)
 
     def _remember(self, failures: Iterable[EngineFailure]) -> None:
         for f in failures:
