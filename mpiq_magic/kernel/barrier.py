@@ -49,6 +49,15 @@ class BarrierRecord:
     local_arrival: float | None
     local_release: float | None
 
+    def __getattribute__(self, name: str):
+        if name == "releases":  # a CC record's releases are collected after the barrier returned
+            d = object.__getattribute__(self, "__dict__")
+            pending = d.get("_pending")
+            if pending is not None:
+                del d["_pending"]
+                d["releases"] = pending()
+        return object.__getattribute__(self, name)
+
     @property
     def participated(self) -> bool:
         return bool(self.members)
@@ -135,12 +144,32 @@ class _Exchange:
         self.recvs = [comm.Recv_init(self.table[p], p, tag) for p in self.peers]
         self.requests = self.recvs + [comm.Send_init(self.mine, p, tag) for p in self.peers]
 
+        self.active: int | None = None  # seq of a started exchange not finished yet
+        self.waiting: BarrierRecord | None = None  # the record whose releases it will give
+
     def run(self, seq: int, value: float, deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
+        self.start(seq, value)
+        return self.finish(seq, deadline, label, names)
+
+    def start(self, seq: int, value: float) -> None:
         self.mine[0], self.mine[1] = seq, value
         self.table[self.me] = self.mine
+        if self.peers:
+            MPI.Prequest.Startall(self.requests)
+            self.active = seq
+
+    def settle(self, timeout: float) -> None:
+        """Finish the exchange started for an earlier record before the requests are reused."""
+        rec, self.waiting = self.waiting, None
+        if rec is not None and "_pending" in rec.__dict__:
+            rec.releases  # noqa: B018 - resolves the record from this exchange
+        elif self.active is not None:
+            self.finish(self.active, Deadline(timeout), f"barrier #{self.active}", [f"member {i}" for i in range(len(self.table))])
+
+    def finish(self, seq: int, deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
+        self.active = None
         if not self.peers:
             return self.table[:, 1].copy()
-        MPI.Prequest.Startall(self.requests)
         if not MPI.Request.Testall(self.requests) and poll(
             lambda: True if MPI.Request.Testall(self.requests) else None, deadline
         ) is None:
@@ -217,13 +246,21 @@ class _ArrivalBoard:
 _RING = 8
 
 
-def _exchange(state: "BarrierState", comm: MPI.Intracomm, seq: int, round_: int, value: float,
-              deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
-    """Post ``value`` to every member of ``comm`` and collect theirs: completes only once all arrived."""
+def _slot(state: "BarrierState", comm: MPI.Intracomm, round_: int, seq: int) -> "_Exchange":
     key = (comm.py2f(), round_, seq % _RING)
     ex = state.exchanges.get(key)
     if ex is None:
         ex = state.exchanges[key] = _Exchange(comm, 2 * (seq % _RING) + round_)
+    return ex
+
+
+def _exchange(state: "BarrierState", comm: MPI.Intracomm, seq: int, round_: int, value: float,
+              deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
+    """Post ``value`` to every member of ``comm`` and collect theirs: completes only once all arrived."""
+    key = (comm.py2f(), round_, seq % _RING)
+    ex = _slot(state, comm, round_, seq)
+    if ex.active is not None:
+        ex.settle(deadline.timeout)
     try:
         return ex.run(seq, value, deadline, label, names)
     except MPIQError:
@@ -246,10 +283,29 @@ def _cc(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
         return BarrierRecord("CC", seq, list(names), [], None, None, arrival, time.monotonic())
     arrivals = _exchange(state, hc._ccomm, seq, 0, arrival, deadline, label, names)
     release = time.monotonic()
-    releases = None
-    if record:
-        releases = _exchange(state, hc._ccomm, seq, 1, release, deadline, label, names).tolist()
-    return BarrierRecord("CC", seq, list(names), arrivals.tolist(), releases, None, arrival, release)
+    # The release timestamps travel after the barrier has returned: the exchange is started
+    # here and finished when the record's ``releases`` is first read (or before its requests
+    # are reused, _RING barriers later), so the barrier itself costs one exchange.
+    ex = _slot(state, hc._ccomm, 1, seq)
+    if ex.active is not None:
+        ex.settle(deadline.timeout)
+    ex.start(seq, release)
+    rec = BarrierRecord("CC", seq, list(names), arrivals.tolist(), None, None, arrival, release)
+    timeout = deadline.timeout
+
+    def releases() -> list[float]:
+        if ex.waiting is rec:
+            ex.waiting = None
+        try:
+            return ex.finish(seq, Deadline(timeout), label + " (release times)", names).tolist()
+        except MPIQError:
+            state.exchanges.pop((hc._ccomm.py2f(), 1, seq % _RING), None)
+            ex.free()
+            raise
+
+    rec.__dict__["_pending"] = releases
+    ex.waiting = rec
+    return rec
 
 
 def _qq(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
