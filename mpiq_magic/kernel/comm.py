@@ -90,6 +90,7 @@ class HybridComm:
         self.topology = topology
         self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
         self._by_device = {spec.key: j for j, spec in enumerate(self.devices)}
+        self._n = parent.Get_size()
         self.rank = self._classical.index(self._me) if self._me in self._classical else None
         self.qrank = self._quantum.index(self._me) if self._me in self._quantum else None
         self.role = "classical" if self.rank is not None else "quantum"
@@ -192,13 +193,13 @@ class HybridComm:
     # ----------------------------------------------------------------- addressing
     def resolve(self, peer: Address) -> int:
         """The parent-communicator rank of a peer given as Rank, QRank, Device, tuple or int."""
-        kind = type(peer)
+        kind = peer.__class__
+        if kind is int and 0 <= peer < self._n:
+            return peer
         if kind is QRank and 0 <= peer.index < len(self._quantum):
             return self._quantum[peer.index]
         if kind is Rank and 0 <= peer.index < len(self._classical):
             return self._classical[peer.index]
-        if kind is int and 0 <= peer < self.size:
-            return peer
         addr = as_address(peer)
         if isinstance(addr, Rank):
             if not 0 <= addr.index < len(self._classical):
@@ -266,7 +267,7 @@ class HybridComm:
         tag = _check_tag(tag, False)
         d = self.resolve(dest)
         reqs = post_object(self._p2p, self._p2p_data, obj, d, tag)
-        return SendRequest(reqs, f"send to {self.describe(d)} (tag {tag})", self.timeout)
+        return SendRequest(reqs, lambda: f"send to {self.describe(d)} (tag {tag})", self.timeout)
 
     def recv(
         self,
@@ -285,7 +286,8 @@ class HybridComm:
         if not engine.queue:
             # Nothing posted ahead of this receive on this context, and nothing can be posted
             # while it blocks: matching directly is exact (other engines progress in poll).
-            st = status if status is not None else MPI.Status()
+            # A status is needed only to learn a wildcard's source and tag (for out-of-band buffers).
+            st = status if status is not None or (src != ANY_SOURCE and tag != ANY_TAG) else MPI.Status()
             comm = self._p2p
             msg = comm.improbe(src, tag, st)
             if msg is None:
@@ -297,10 +299,10 @@ class HybridComm:
             obj = msg.recv()
             if type(obj) is not OOBHeader:
                 return obj
-            r = ObjectReceive(engine, src, tag, None, self._recv_label(src, tag), self.timeout)
-            r.match_header(obj, st.Get_source(), st.Get_tag())
+            r = ObjectReceive(engine, src, tag, None, lambda: self._recv_label(src, tag), self.timeout)
+            r.match_header(obj, *((src, tag) if st is None else (st.Get_source(), st.Get_tag())))
             return self._complete(r, timeout)
-        r = ObjectReceive(engine, src, tag, status, self._recv_label(src, tag), self.timeout)
+        r = ObjectReceive(engine, src, tag, status, lambda: self._recv_label(src, tag), self.timeout)
         engine.post(r)
         return self._complete(r, timeout)
 
@@ -321,7 +323,7 @@ class HybridComm:
         self._check_open()
         tag = _check_tag(tag, True)
         src = self.resolve(source)
-        r = ObjectReceive(self._engine, src, tag, status, self._recv_label(src, tag), self.timeout)
+        r = ObjectReceive(self._engine, src, tag, status, lambda: self._recv_label(src, tag), self.timeout)
         self._engine.post(r)
         return r
 
@@ -341,7 +343,7 @@ class HybridComm:
         tag = _check_tag(tag, False)
         r = self.resolve(dest)
         req = self._p2p.Isend(buf, r, tag)
-        return SendRequest([req], f"Send to {self.describe(r)} (tag {tag})", self.timeout)
+        return SendRequest([req], lambda: f"Send to {self.describe(r)} (tag {tag})", self.timeout)
 
     def Recv(
         self,
@@ -379,7 +381,7 @@ class HybridComm:
         self._check_open()
         tag = _check_tag(tag, True)
         src = self.resolve(source)
-        label = f"Recv from {self._who(src)} (tag {'any' if tag == ANY_TAG else tag})"
+        label = lambda: f"Recv from {self._who(src)} (tag {'any' if tag == ANY_TAG else tag})"  # noqa: E731
         if not self._engine.queue:
             return PostedReceive(self._p2p.Irecv(buf, src, tag), status, label, self.timeout)
         r = BufferReceive(self._engine, buf, src, tag, status, label, self.timeout)
