@@ -29,7 +29,7 @@ from .requests import (
 )
 from .topology import Topology
 from .transfer import _SIMPLE, OOBHeader, Frame, post_object
-from .waiting import DEFAULT_TIMEOUT, Deadline, poll
+from .waiting import DEFAULT_TIMEOUT, ENGINES as _ENGINES, Deadline, poll
 
 #: Library layers that get their own communication context at :func:`~mpiq_magic.kernel.init`
 #: (a collective ``Dup`` then, so no layer ever needs one later). Every tag on every context
@@ -37,6 +37,7 @@ from .waiting import DEFAULT_TIMEOUT, Deadline, poll
 LIBRARY_LAYERS = ("dispatch", "cluster")
 
 _Testall = MPI.Request.Testall
+_QUICK_PROBES = 64  # ~10 µs of probing before a receive sets up its deadline-polled wait
 _TAG_UB = int(MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) or 32767)
 
 
@@ -290,6 +291,11 @@ class HybridComm:
             st = status if status is not None or (src != ANY_SOURCE and tag != ANY_TAG) else MPI.Status()
             comm = self._p2p
             msg = comm.improbe(src, tag, st)
+            if msg is None and not _ENGINES:  # a short inline spin catches a prompt reply cheaply
+                for _ in range(_QUICK_PROBES):
+                    msg = comm.improbe(src, tag, st)
+                    if msg is not None:
+                        break
             if msg is None:
                 deadline = Deadline(timeout or self.timeout)
                 msg = poll(lambda: comm.improbe(src, tag, st), deadline)
