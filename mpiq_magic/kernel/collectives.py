@@ -388,9 +388,11 @@ def _gathered(op: _Op, got: dict[int, Any], complete: bool) -> list[Any]:
     values = [None if f is None else f.load() for f in frames]
     if not complete or None in frames:
         missing = [u for u in range(1, n) if frames[u - 1] is None]
-        err = op.timeout_error(missing, None)
+        first = op.timeout_error(missing, None)
         arrived = n - 1 - len(missing)
-        err.args = (f"{err.args[0]} {arrived} of {n - 1} contribution(s) arrived and are kept in .partial.",)
-        err.partial = values
-        raise err
+        raise MPIQTimeoutError(
+            f"{first} {arrived} of {n - 1} contribution(s) arrived and are kept in .partial.",
+            first.missing,
+            partial=values,
+        )
     return values
