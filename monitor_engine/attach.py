@@ -59,6 +59,8 @@ ACCEPT_TIMEOUT = 60.0
 #: How long ``Disconnect`` may take before the watchdog aborts the job.
 DISCONNECT_TIMEOUT = 60.0
 _TICK = 0.2
+#: The standing serve loop returns this often to check that the client is still there.
+_SERVE_SLICE = 2.0
 
 
 class ServiceError(MonitorError):
@@ -195,23 +197,34 @@ class _Heartbeat(threading.Thread):
 
 
 # ---------------------------------------------------------------------------- bounded MPI waits
-def _wait(request: MPI.Request, deadline: float, what: str, missing: str) -> None:
+def _wait(request: MPI.Request, deadline: float, what: str, missing: str,
+          alive: Callable[[], str | None] | None = None) -> None:
+    """Poll ``request`` until done; past ``deadline`` (monotonic), or once ``alive()`` says why the
+    peer is gone (checked about once a second), raise :class:`MPIQTimeoutError`."""
     pause = 1e-4
+    checked = time.monotonic()
     while not request.Test():
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise MPIQTimeoutError(what, [missing])
+        if alive is not None and now - checked > 1.0:
+            checked = now
+            gone = alive()
+            if gone:
+                raise MPIQTimeoutError(f"{missing} {gone}.", [missing])
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
 
 
-def _bcast(comm: MPI.Intracomm, obj: Any, root: int, deadline: float, what: str, missing: str) -> Any:
+def _bcast(comm: MPI.Intracomm, obj: Any, root: int, deadline: float, what: str, missing: str,
+           alive: Callable[[], str | None] | None = None) -> Any:
     """``comm.bcast`` as two non-blocking broadcasts polled against ``deadline`` (monotonic)."""
     is_root = comm.Get_rank() == root
     data = pickle.dumps(obj) if is_root else b""
     size = np.array([len(data)], dtype=np.int64)
-    _wait(comm.Ibcast(size, root=root), deadline, what, missing)
+    _wait(comm.Ibcast(size, root=root), deadline, what, missing, alive)
     buf = bytearray(data) if is_root else bytearray(int(size[0]))
-    _wait(comm.Ibcast([buf, MPI.BYTE], root=root), deadline, what, missing)
+    _wait(comm.Ibcast([buf, MPI.BYTE], root=root), deadline, what, missing, alive)
     return obj if is_root else pickle.loads(bytes(buf))
 
 
@@ -413,7 +426,10 @@ def _session(comm, directory: Path, port: str, claim: dict, specs, session_timeo
            f"The client {session.client} did not take the device list within {session_timeout:g} s.", session.client)
     hc = init(devices=specs, classical=classical, comm=merged, timeout=timeout)
     try:
-        _service_loop(hc, control, session, session_timeout)
+        _service_loop(hc, control, session, session_timeout, claim)
+        from .serve import monitor_for
+
+        session.executed = monitor_for(hc).stats["executed"]  # dispatched and collective work alike
         # every monitor's share of the work, summed (a command is collective, so this is too)
         session.executed = comm.allreduce(session.executed)
         session.busy_seconds = comm.allreduce(session.busy_seconds)
@@ -431,14 +447,15 @@ def _session(comm, directory: Path, port: str, claim: dict, specs, session_timeo
     return session
 
 
-def _service_loop(hc, control, session: Session, session_timeout: float) -> None:
+def _service_loop(hc, control, session: Session, session_timeout: float, claim: dict) -> None:
     from .serve import serve
 
     while True:
         what = (f"The client {session.client} sent no command for {session_timeout:g} s; the quantum "
                 "service gives up on it.")
         try:
-            command = _bcast(control, None, 0, time.monotonic() + session_timeout, what, session.client)
+            command = _bcast(control, None, 0, time.monotonic() + session_timeout, what, session.client,
+                             alive=lambda: _client_gone(claim))
         except MPIQTimeoutError as exc:
             sys.stderr.write(f"mpiq service: {exc} Aborting.\n")
             sys.stderr.flush()
@@ -448,12 +465,21 @@ def _service_loop(hc, control, session: Session, session_timeout: float) -> None
         if kind == "release":
             return
         if kind == "serve":
-            report = serve(hc, idle_timeout=session_timeout)
-            if report.stopped == "idle":
-                sys.stderr.write(f"mpiq service: client {session.client} dispatched nothing for "
-                                 f"{session_timeout:g} s and did not release; aborting.\n")
-                MPI.COMM_WORLD.Abort(71)
-            _account(session, report.done)
+            silent_since = time.monotonic()
+            while True:  # standing, in slices, so a vanished client is noticed
+                report = serve(hc, idle_timeout=_SERVE_SLICE)
+                _account(session, report.done)
+                if report.stopped != "idle":
+                    break
+                if report.jobs or report.executed:
+                    silent_since = time.monotonic()
+                gone = _client_gone(claim)
+                if gone or time.monotonic() - silent_since > session_timeout:
+                    sys.stderr.write(f"mpiq service: client {session.client} "
+                                     f"{gone or f'sent nothing for {session_timeout:g} s'} and did not "
+                                     "release; aborting the service.\n")
+                    sys.stderr.flush()
+                    MPI.COMM_WORLD.Abort(71)
         elif kind == "call":
             t0 = time.perf_counter()
             try:
@@ -466,9 +492,17 @@ def _service_loop(hc, control, session: Session, session_timeout: float) -> None
             sys.stderr.write(f"mpiq service: unknown command {kind!r} from {session.client}; ignored.\n")
 
 
+def _client_gone(claim: dict) -> str | None:
+    """Why the client that claimed the service is gone (its rank 0 ran on this node and its
+    process no longer exists), or None; a client on another node is only bounded by the session
+    timeout."""
+    if claim.get("node") == node_id() and claim.get("pid") and not _pid_alive(int(claim["pid"])):
+        return f"is gone (its rank 0, process {claim['pid']}, no longer exists)"
+    return None
+
+
 def _account(session: Session, done: list) -> None:
     for d in done:
-        session.executed += d.executed
         session.busy_seconds += d.execute_seconds
 
 
@@ -650,7 +684,7 @@ def _claim(directory: Path, deadline: float, patience: float) -> tuple[ServiceIn
                     holder = _read_json(directory / "claim") or holder
                 else:
                     with os.fdopen(fd, "w") as f:
-                        json.dump({"id": claim_id, "who": who, "pid": os.getpid(), "at": time.time()}, f)
+                        json.dump({"id": claim_id, "who": who, "pid": os.getpid(), "node": node_id(), "at": time.time()}, f)
                     claimed = True
             if claimed:
                 accepting = _read_json(directory / "accepting")
