@@ -8,7 +8,7 @@ devices file at run time from the quantum group's node list (each node's ``NodeH
 site whose node names differ from host names binds correctly; ``device_id`` counts the monitors
 on each node).
 
-``release=True`` writes listing 7's layout instead: two ``MPI_COMM_WORLD``\ s in one
+``release=True`` writes listing 7's layout instead: two communicators ``MPI_COMM_WORLD`` in one
 heterogeneous job. The quantum group runs a quantum service (``monitor_engine.attach``), the
 classical group runs the script, which attaches with ``attach()`` and releases with
 ``release()``; as soon as the service has ended, the script cancels the quantum component
