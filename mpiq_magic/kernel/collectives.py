@@ -67,8 +67,9 @@ class EntryBoard:
         return here, elsewhere
 
     def free(self) -> None:
-        self.win.Free()
-        self.node.Free()
+        """Nothing to do here: ``MPI_Win_free`` synchronises every process of the node, so one
+        peer that failed before ``hc.free()`` would make the others wait forever in it. The
+        window (a few bytes per process) lives until ``MPI_Finalize`` releases it."""
 
 
 class CollState:
