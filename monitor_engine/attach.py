@@ -228,31 +228,11 @@ def _bcast(comm: MPI.Intracomm, obj: Any, root: int, deadline: float, what: str,
     return obj if is_root else pickle.loads(bytes(buf))
 
 
-class _PerJobShared(MPI.Intracomm):
-    """The merged communicator, whose shared-memory splits stay inside one MPI job.
-
-    Processes of two separately launched jobs on one host share a node but not a shared-memory
-    domain (``MPI_Win_allocate_shared`` fails across them), while the kernel's arrival boards
-    split by ``COMM_TYPE_SHARED``. mpi4py keeps the Python type through ``Dup``, so every
-    communicator the kernel derives from this one splits per job. ``_job`` is 0 on the classical
-    side, 1 on the service.
-    """
-
-    _job = 0
-
-    def Split_type(self, split_type, key=0, info=MPI.INFO_NULL):  # noqa: N802 - mpi4py's name
-        node = super().Split_type(split_type, key, info)
-        if split_type != MPI.COMM_TYPE_SHARED or node == MPI.COMM_NULL:
-            return node
-        mine = node.Split(self._job, key)
-        node.Free()
-        return mine
-
-
 def _merge(intercomm: MPI.Intercomm, high: bool) -> MPI.Intracomm:
-    merged = intercomm.Merge(high=high)
-    side = type("_Merged", (_PerJobShared,), {"_job": int(high)})
-    return side(merged)  # the same handle, seen through the subclass
+    """One intracommunicator over both jobs (the service ``high``). Its ``COMM_TYPE_SHARED``
+    splits span two jobs on one host; the kernel's node boards split them further per job
+    (:func:`mpiq_magic.kernel.collectives.shared_node`)."""
+    return intercomm.Merge(high=high)
 
 
 def _info(timeout: float) -> MPI.Info:
