@@ -130,10 +130,13 @@ srun -u --het-group=1 {job.srun_args}{service} --port-dir "$MPIQ_PORT_DIR" \\
 service=$!
 srun -u --het-group=0 {job.srun_args}{exe} &
 classical=$!
-# Released (the service ended): hand the quantum nodes back now, not when the classical side ends.
-wait "$service" || echo "mpiq: the quantum service ended with status $?" >&2
+# Released: hand the quantum nodes back now, not when the classical side ends. The service records
+# the session (sessions.jsonl) once it has disconnected; it gets a few seconds to exit by itself.
+while kill -0 "$service" 2>/dev/null && [ ! -s "$MPIQ_PORT_DIR/sessions.jsonl" ]; do sleep 0.2; done
+for _ in $(seq 25); do kill -0 "$service" 2>/dev/null || break; sleep 0.2; done
 echo "mpiq: quantum service released at $(date +%s.%N); cancelling het component $SLURM_JOB_ID+1" >&2
 scancel "$SLURM_JOB_ID+1" || true
+wait "$service" || echo "mpiq: the quantum service step ended with status $?" >&2
 wait "$classical"
 """
 
