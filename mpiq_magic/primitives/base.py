@@ -134,4 +134,23 @@ def run_metadata(report, task_results, shots: int) -> dict[str, Any]:
         "payload_cache_hits": int(sum(t.cache_hits for t in task_results)),
         "payloads_sent": int(sum(report.payloads_sent.values())),
         "evicted": {q: list(v) for q, v in report.evicted.items()},
+        "monitor_cache": dict(report.monitor_cache),
     }
+
+
+def check_widths(circuits, devices, pins) -> None:
+    """Refuse, before anything runs, a circuit wider than every device or than its pinned one.
+
+    Raises:
+        CircuitTooWideError: names the width, the widest (or pinned) device, and points at cutting.
+    """
+    from monitor_engine.placement import fitting
+
+    for i, (circuit, pin) in enumerate(zip(circuits, pins)):
+        name = f"PUB {i} (circuit '{circuit.name}')"
+        pool = list(devices)
+        if isinstance(pin, (int, np.integer)) and not isinstance(pin, bool) and 0 <= int(pin) < len(pool):
+            pool = [pool[int(pin)]]
+        elif isinstance(pin, (tuple, list)) and len(pin) == 2:
+            pool = [d for d in pool if d.key == (str(pin[0]), int(pin[1]))] or pool
+        fitting(circuit.num_qubits, pool, range(len(pool)), name)

@@ -24,7 +24,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPu
 from qiskit.quantum_info import PauliList
 
 from ..kernel.errors import UsageError
-from .base import MPIQJob, check_pin, flat_values, pub_seed, run_metadata, transport_for
+from .base import MPIQJob, check_pin, check_widths, flat_values, pub_seed, run_metadata, transport_for
 from .runner import Task
 
 #: Name of the classical register the measurement circuits add.
@@ -88,6 +88,7 @@ class EstimatorV2(BaseEstimatorV2):
                     "(shots = ceil(1/precision^2)), so precision must be > 0."
                 )
         pins = check_pin(self._pin if pin is None else pin, len(coerced))
+        check_widths([pub.circuit for pub in coerced], self._transport.devices, pins)
         return MPIQJob(self._run, coerced, pins)
 
     def _run(self, pubs: list[EstimatorPub], pins: list[Any]) -> PrimitiveResult[PubResult]:

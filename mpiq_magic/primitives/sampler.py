@@ -19,7 +19,7 @@ from qiskit.primitives.containers import BitArray, DataBin, PrimitiveResult, Sam
 from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 
 from ..kernel.errors import UsageError
-from .base import MPIQJob, check_pin, flat_values, pub_seed, run_metadata, transport_for
+from .base import MPIQJob, check_pin, check_widths, flat_values, pub_seed, run_metadata, transport_for
 from .runner import Task
 
 
@@ -84,6 +84,7 @@ class SamplerV2(BaseSamplerV2):
                 UserWarning,
             )
         pins = check_pin(self._pin if pin is None else pin, len(coerced))
+        check_widths([pub.circuit for pub in coerced], self._transport.devices, pins)
         return MPIQJob(self._run, coerced, pins)
 
     def _run(self, pubs: list[SamplerPub], pins: list[Any]) -> PrimitiveResult[SamplerPubResult]:
