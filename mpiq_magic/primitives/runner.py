@@ -16,7 +16,6 @@ later runs send only ids and values.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -106,8 +105,8 @@ def _chunks(task: Task, index: int, devices, live: Sequence[int]) -> list[tuple[
     if task.rows == 0:
         return []
     pieces = min(task.rows, len(fits))
-    size = math.ceil(task.rows / pieces)
-    return [(start, min(start + size, task.rows), {}) for start in range(0, task.rows, size)]
+    bounds = [task.rows * k // pieces for k in range(pieces + 1)]  # sizes differ by at most one
+    return [(bounds[k], bounds[k + 1], {}) for k in range(pieces)]
 
 
 def build_shares(tasks: Sequence[Task], devices, live: Sequence[int]):
