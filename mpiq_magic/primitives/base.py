@@ -135,6 +135,7 @@ def run_metadata(report, task_results, shots: int) -> dict[str, Any]:
         "payloads_sent": int(sum(report.payloads_sent.values())),
         "evicted": {q: list(v) for q, v in report.evicted.items()},
         "monitor_cache": dict(report.monitor_cache),
+        "bytes": {"payloads": report.payload_bytes, "values": report.values_bytes},
     }
 
 

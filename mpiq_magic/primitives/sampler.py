@@ -113,6 +113,7 @@ class SamplerV2(BaseSamplerV2):
                 meas[creg.name] = full.slice_bits([circuit.find_bit(b).index for b in creg])
             metadata.update(run_metadata(report, [result], pub.shots))
             metadata["qranks"] = result.qranks.reshape(pub.shape)
+            metadata["execute_seconds"] = result.execute_seconds.reshape(pub.shape)
         else:
             for creg in circuit.cregs:
                 meas[creg.name] = BitArray(
