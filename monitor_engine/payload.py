@@ -24,6 +24,7 @@ from qiskit.circuit import ParameterExpression
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
 from mpiq_magic.kernel.config import DeviceSpec
+from mpiq_magic.kernel.errors import UsageError
 
 from .errors import CircuitTooWideError, CompileError
 from .target import device_target, isa_fingerprint, target_fingerprint
@@ -205,21 +206,17 @@ def compile_for(
     compiled or sent. ``cache`` defaults to :data:`DEFAULT_CACHE`; ``job_id`` defaults to
     ``job-<n>`` (a per-process counter). The payload's ``meta`` records the circuit name,
     whether the cache hit, the compile time and the physical qubit of each circuit qubit.
+
+    ``parameterized``: the circuit may keep unbound parameters; the payload gets a ``payload_id``
+    (a digest of circuit structure, compile options and device target) and ``meta["parameters"]``
+    (the parameter names the ISA circuit kept). Without it, unbound parameters are refused.
+
+    Raises:
+        CircuitTooWideError: the circuit is wider than the device.
+        CompileError: unbound parameters (not ``parameterized``), or the transpiler failed.
+        UsageError: ``shots`` is not a positive integer.
     """
-    if not isinstance(shots, (int, np.integer)) or isinstance(shots, bool) or shots < 1:
-        raise ValueError(f"shots must be a positive integer, got {shots!r}.")
-    if circuit.num_qubits > device.num_qubits:
-        raise CircuitTooWideError(
-            f"Circuit '{circuit.name}' has {circuit.num_qubits} qubits but device {device.name} "
-            f"has {device.num_qubits}; it was not compiled or sent. Cut it into blocks of at most "
-            f"{device.num_qubits} qubits or choose a wider device."
-        )
-    if circuit.parameters and not parameterized:
-        names = sorted(p.name for p in circuit.parameters)
-        raise CompileError(
-            f"Circuit '{circuit.name}' has unbound parameters {names}; bind them before "
-            f"compiling it for device {device.name}."
-        )
+    _check_compilable(device, circuit, shots, parameterized)
     cache = DEFAULT_CACHE if cache is None else cache
     key = (structure_key(circuit), isa_fingerprint(device), optimization_level, seed_transpiler)
     entry = cache.get(key)
@@ -249,6 +246,26 @@ def compile_for(
         },
         payload_id=payload_id,
     )
+
+
+def _check_compilable(device: DeviceSpec, circuit: QuantumCircuit, shots: Any, parameterized: bool = False) -> None:
+    """Refuse, before any work, what cannot become a payload for ``device``."""
+    problem = None
+    if not isinstance(shots, (int, np.integer)) or isinstance(shots, bool) or shots < 1:
+        raise UsageError(f"shots must be a positive integer, got {shots!r}.")
+    if circuit.num_qubits > device.num_qubits:
+        problem = CircuitTooWideError(
+            f"Circuit '{circuit.name}' has {circuit.num_qubits} qubits but device {device.name} "
+            f"has {device.num_qubits}; it was not compiled or sent. Cut it into blocks of at most "
+            f"{device.num_qubits} qubits or choose a wider device."
+        )
+    elif circuit.parameters and not parameterized:
+        problem = CompileError(
+            f"Circuit '{circuit.name}' has unbound parameters {sorted(p.name for p in circuit.parameters)}; "
+            f"bind them before compiling it for device {device.name}."
+        )
+    if problem is not None:
+        raise problem
 
 
 def _compile(device: DeviceSpec, circuit: QuantumCircuit, level: int, seed: int | None) -> _Compiled:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from .errors import MPIQError, MPIQTimeoutError
+from .errors import MPIQError, MPIQTimeoutError, UsageError
 from .waiting import Deadline, poll
 
 if TYPE_CHECKING:
@@ -48,6 +48,15 @@ class BarrierRecord:
     trigger: float | None
     local_arrival: float | None
     local_release: float | None
+
+    def __getattribute__(self, name: str):
+        if name == "releases":  # a CC record's releases are collected after the barrier returned
+            d = object.__getattribute__(self, "__dict__")
+            pending = d.get("_pending")
+            if pending is not None:
+                del d["_pending"]
+                d["releases"] = pending()
+        return object.__getattribute__(self, name)
 
     @property
     def participated(self) -> bool:
@@ -135,12 +144,32 @@ class _Exchange:
         self.recvs = [comm.Recv_init(self.table[p], p, tag) for p in self.peers]
         self.requests = self.recvs + [comm.Send_init(self.mine, p, tag) for p in self.peers]
 
+        self.active: int | None = None  # seq of a started exchange not finished yet
+        self.waiting: BarrierRecord | None = None  # the record whose releases it will give
+
     def run(self, seq: int, value: float, deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
+        self.start(seq, value)
+        return self.finish(seq, deadline, label, names)
+
+    def start(self, seq: int, value: float) -> None:
         self.mine[0], self.mine[1] = seq, value
         self.table[self.me] = self.mine
+        if self.peers:
+            MPI.Prequest.Startall(self.requests)
+            self.active = seq
+
+    def settle(self, timeout: float) -> None:
+        """Finish the exchange started for an earlier record before the requests are reused."""
+        rec, self.waiting = self.waiting, None
+        if rec is not None and "_pending" in rec.__dict__:
+            rec.releases  # noqa: B018 - resolves the record from this exchange
+        elif self.active is not None:
+            self.finish(self.active, Deadline(timeout), f"barrier #{self.active}", [f"member {i}" for i in range(len(self.table))])
+
+    def finish(self, seq: int, deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
+        self.active = None
         if not self.peers:
             return self.table[:, 1].copy()
-        MPI.Prequest.Startall(self.requests)
         if not MPI.Request.Testall(self.requests) and poll(
             lambda: True if MPI.Request.Testall(self.requests) else None, deadline
         ) is None:
@@ -190,8 +219,48 @@ class _ArrivalBoard:
         self.board = np.ndarray((self.node.Get_size(),), dtype=np.int64, buffer=buf)
         self.slot = self.node.Get_rank()
         self.board[self.slot] = 0
+        # Timestamps of the timed CC barrier: [ring slot, node slot, arrival/release] as
+        # (seq, time) pairs; used when every classical rank is on this node.
+        nn = self.node.Get_size()
+        self.local = nn == comm.Get_size()
+        shape = (_RING, nn, 2, 2)
+        tsize = 8 * int(np.prod(shape)) if self.node.Get_rank() == 0 else 0
+        self.twin = MPI.Win.Allocate_shared(tsize, 8, comm=self.node)
+        tbuf, _ = self.twin.Shared_query(0)
+        self.stamps = np.ndarray(shape, dtype=np.float64, buffer=tbuf)
+        self.stamps[:, self.slot] = -1.0
+        # node slot of each comm rank, so a read gives the times in comm-rank order
+        self.order = [self.node_ranks.index(r) for r in range(comm.Get_size())] if self.local else []
+        self.waiting: dict[int, BarrierRecord] = {}
         self.node.Barrier()
         self.abandoned: list[MPI.Request] = []
+
+    def stamp(self, seq: int, kind: int, value: float) -> None:
+        cell = self.stamps[seq % _RING, self.slot, kind]
+        cell[1] = value  # the time first, then the seq that validates it (x86 keeps store order)
+        cell[0] = seq
+
+    def read(self, seq: int, kind: int) -> list[float] | None:
+        """Every rank's time of barrier ``seq`` (comm-rank order), or None if one is not there yet."""
+        cells = self.stamps[seq % _RING, self.order, kind]
+        if (cells[:, 0] != seq).any():
+            return None
+        return cells[:, 1].tolist()
+
+    def releases(self, seq: int, timeout: float, label: str, names: list[str]) -> list[float]:
+        got = self.read(seq, 1)
+        if got is None:
+            deadline = Deadline(timeout)
+            got = poll(lambda: self.read(seq, 1), deadline)
+            if got is None:
+                cells = self.stamps[seq % _RING, self.order, 1, 0]
+                missing = [names[r] for r in range(len(cells)) if cells[r] != seq]
+                raise MPIQTimeoutError(
+                    f"{label} on {names[self.comm.Get_rank()]}: the release times of {', '.join(missing)} "
+                    f"did not arrive within {deadline.timeout:g} s.",
+                    missing,
+                )
+        return got
 
     def arrive_and_wait(self, seq: int, deadline: Deadline, label: str, names: list[str]) -> None:
         self.board[self.slot] = seq
@@ -210,20 +279,29 @@ class _ArrivalBoard:
         )
 
     def free(self) -> None:
-        self.win.Free()
-        self.node.Free()
+        """Nothing to do: ``MPI_Win_free`` synchronises the node's ranks, and a rank that failed
+        before ``hc.free()`` would leave the others waiting in it forever; the windows live until
+        ``MPI_Finalize``."""
 
 
 _RING = 8
+
+
+def _slot(state: "BarrierState", comm: MPI.Intracomm, round_: int, seq: int) -> "_Exchange":
+    key = (comm.py2f(), round_, seq % _RING)
+    ex = state.exchanges.get(key)
+    if ex is None:
+        ex = state.exchanges[key] = _Exchange(comm, 2 * (seq % _RING) + round_)
+    return ex
 
 
 def _exchange(state: "BarrierState", comm: MPI.Intracomm, seq: int, round_: int, value: float,
               deadline: Deadline, label: str, names: list[str]) -> np.ndarray:
     """Post ``value`` to every member of ``comm`` and collect theirs: completes only once all arrived."""
     key = (comm.py2f(), round_, seq % _RING)
-    ex = state.exchanges.get(key)
-    if ex is None:
-        ex = state.exchanges[key] = _Exchange(comm, 2 * (seq % _RING) + round_)
+    ex = _slot(state, comm, round_, seq)
+    if ex.active is not None:
+        ex.settle(deadline.timeout)
     try:
         return ex.run(seq, value, deadline, label, names)
     except MPIQError:
@@ -241,15 +319,66 @@ def _cc(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     names = state.names(hc, CC)
     label = f"CC barrier #{seq}"
     arrival = time.monotonic()
+    board = state.arrivals(hc._ccomm)
     if not record:
-        state.arrivals(hc._ccomm).arrive_and_wait(seq, deadline, label, names)
+        board.arrive_and_wait(seq, deadline, label, names)
         return BarrierRecord("CC", seq, list(names), [], None, None, arrival, time.monotonic())
+    if board.local:
+        return _cc_local(board, seq, arrival, deadline, label, names)
     arrivals = _exchange(state, hc._ccomm, seq, 0, arrival, deadline, label, names)
     release = time.monotonic()
-    releases = None
-    if record:
-        releases = _exchange(state, hc._ccomm, seq, 1, release, deadline, label, names).tolist()
-    return BarrierRecord("CC", seq, list(names), arrivals.tolist(), releases, None, arrival, release)
+    # The release timestamps travel after the barrier has returned: the exchange is started
+    # here and finished when the record's ``releases`` is first read (or before its requests
+    # are reused, _RING barriers later), so the barrier itself costs one exchange.
+    ex = _slot(state, hc._ccomm, 1, seq)
+    if ex.active is not None:
+        ex.settle(deadline.timeout)
+    ex.start(seq, release)
+    rec = BarrierRecord("CC", seq, list(names), arrivals.tolist(), None, None, arrival, release)
+    timeout = deadline.timeout
+
+    def releases() -> list[float]:
+        if ex.waiting is rec:
+            ex.waiting = None
+        try:
+            return ex.finish(seq, Deadline(timeout), label + " (release times)", names).tolist()
+        except MPIQError:
+            state.exchanges.pop((hc._ccomm.py2f(), 1, seq % _RING), None)
+            ex.free()
+            raise
+
+    rec.__dict__["_pending"] = releases
+    ex.waiting = rec
+    return rec
+
+
+def _cc_local(board: "_ArrivalBoard", seq: int, arrival: float, deadline: Deadline, label: str,
+              names: list[str]) -> BarrierRecord:
+    """The timed CC barrier when every classical rank shares this node: the fast barrier, with
+    each rank's arrival and release times stamped into node-shared memory. Arrivals are read once
+    the barrier completes (every rank stamped before entering it); releases when the record's
+    ``releases`` is first read, or before their ring slot is reused, ``_RING`` barriers later."""
+    old = board.waiting.pop(seq % _RING, None)
+    if old is not None:
+        old.releases  # noqa: B018 - settle before the slot is overwritten
+    board.stamp(seq, 0, arrival)
+    board.arrive_and_wait(seq, deadline, label, names)
+    arrivals = board.read(seq, 0)
+    if arrivals is None:
+        raise MPIQError(f"{label} on {names[board.comm.Get_rank()]}: arrival times missing after the barrier.")
+    release = time.monotonic()
+    board.stamp(seq, 1, release)
+    rec = BarrierRecord("CC", seq, list(names), arrivals, None, None, arrival, release)
+    timeout = deadline.timeout
+
+    def releases() -> list[float]:
+        if board.waiting.get(seq % _RING) is rec:
+            del board.waiting[seq % _RING]
+        return board.releases(seq, timeout, label, names)
+
+    rec.__dict__["_pending"] = releases
+    board.waiting[seq % _RING] = rec
+    return rec
 
 
 def _qq(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
@@ -292,5 +421,5 @@ def run(hc: "HybridComm", flag: int, deadline: Deadline, record: bool) -> Barrie
     try:
         fn = _BY_FLAG[flag]
     except KeyError:
-        raise ValueError(f"A barrier flag is CC (0), ALL (1) or QQ (2), got {flag!r}.") from None
+        raise UsageError(f"A barrier flag is CC (0), ALL (1) or QQ (2), got {flag!r}.") from None
     return fn(hc, deadline, record)
