@@ -103,6 +103,27 @@ def _failure(task_id: str, exc: BaseException, start: float) -> Outcome:
     return Outcome(task_id, False, value, start, time.time(), f"{type(exc).__name__}: {exc}\n{text}")
 
 
+def _with_hc(fn, args: tuple, kwargs: dict, hc) -> tuple[tuple, dict]:
+    """Give ``hc`` to a function that takes an ``hc`` parameter the caller left unfilled: first
+    (``f(hc, x)`` called as ``submit_task(f, x)``) or by keyword."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return args, kwargs
+    params = list(sig.parameters.values())
+    if "hc" not in sig.parameters or "hc" in kwargs:
+        return args, kwargs
+    if params[0].name == "hc" and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        return (hc, *args), kwargs
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:
+        return args, kwargs
+    if "hc" in bound.arguments:
+        return args, kwargs
+    return args, {**kwargs, "hc": hc}
+
+
 def run_function(task_id: str, fn, args: tuple, kwargs: dict) -> Outcome:
     """Run one function task on this classical engine; its exception becomes a failed Outcome."""
     start = time.time()
@@ -110,12 +131,7 @@ def run_function(task_id: str, fn, args: tuple, kwargs: dict) -> Outcome:
     ctx = TaskContext(task_id, _STATE.get("pilot", "?"), hc, _STATE.get("sampler"), _STATE.get("estimator"))
     _STATE["context"] = ctx
     try:
-        try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            params = {}
-        if "hc" in params and "hc" not in kwargs:
-            kwargs = {**kwargs, "hc": hc}
+        args, kwargs = _with_hc(fn, args, kwargs, hc)
         value = fn(*args, **kwargs)
         pickle.dumps(value)  # an unpicklable result fails this task, not the engine's reply
         return Outcome(task_id, True, value, start, time.time())

@@ -88,8 +88,9 @@ class TaskFuture(Future):
 
     def _mark_running(self) -> bool:
         """False if the task was cancelled before it left the queue."""
-        if not self.set_running_or_notify_cancel():
-            return False
+        with self._settle_lock:
+            if self.cancelled() or not self.set_running_or_notify_cancel():
+                return False
         self.record.status = "running"
         self.record.sent = time.time()
         return True
@@ -112,10 +113,18 @@ class TaskFuture(Future):
             return True
 
     def cancel(self) -> bool:
-        ok = super().cancel()
-        if ok:
-            self.record.status = "cancelled"
-        return ok
+        """Cancel the task if it has not left its pilot's queue; True if it is cancelled.
+
+        Waiters (``wait``, ``as_completed``) see it done at once.
+        """
+        with self._settle_lock:
+            if self.cancelled():
+                return True
+            ok = super().cancel()
+            if ok:
+                self.record.status = "cancelled"
+                self.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED: wait() returns
+            return ok
 
 
 __all__ = [
