@@ -249,3 +249,18 @@ def test_distributed_bookkeeping_and_refusal(runs):
     refused = runs["refused"]
     assert refused["gate"] == "cx" and isinstance(refused["layer"], int)
     assert "quasi-probability" in refused["error"] and "'h'" in refused["error"]
+
+
+def test_cli_refuses_before_starting_processes(tmp_path, capsys):
+    from mpiq_magic.cli import main
+
+    qasm = tmp_path / "bad.qasm"
+    qasm.write_text(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[4] q;\nbit[4] c;\nh q;\ncx q[1], q[2];\n'
+        "cx q[0], q[1];\nc = measure q;\n"
+    )
+    assert main(["distribute", str(qasm), "-q", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "Gate 'cx' on qubits 1" in err and "layer 0" in err and "quasi-probability" in err
+    assert main(["distribute", str(tmp_path / "missing.qasm"), "-q", "2"]) == 2
+    assert "does not exist" in capsys.readouterr().err
