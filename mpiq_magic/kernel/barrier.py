@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from .errors import MPIQError, MPIQTimeoutError
+from .errors import MPIQError, MPIQTimeoutError, UsageError
 from .waiting import Deadline, poll
 
 if TYPE_CHECKING:
@@ -279,9 +279,9 @@ class _ArrivalBoard:
         )
 
     def free(self) -> None:
-        self.twin.Free()
-        self.win.Free()
-        self.node.Free()
+        """Nothing to do: ``MPI_Win_free`` synchronises the node's ranks, and a rank that failed
+        before ``hc.free()`` would leave the others waiting in it forever; the windows live until
+        ``MPI_Finalize``."""
 
 
 _RING = 8
@@ -421,5 +421,5 @@ def run(hc: "HybridComm", flag: int, deadline: Deadline, record: bool) -> Barrie
     try:
         fn = _BY_FLAG[flag]
     except KeyError:
-        raise ValueError(f"A barrier flag is CC (0), ALL (1) or QQ (2), got {flag!r}.") from None
+        raise UsageError(f"A barrier flag is CC (0), ALL (1) or QQ (2), got {flag!r}.") from None
     return fn(hc, deadline, record)
