@@ -257,7 +257,7 @@ def test_cli_refuses_before_starting_processes(tmp_path, capsys):
     qasm = tmp_path / "bad.qasm"
     qasm.write_text(
         'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[4] q;\nbit[4] c;\nh q;\ncx q[1], q[2];\n'
-        "cx q[0], q[1];\nc = measure q;\n"
+        "cx q[0], q[1];\nh q[1];\nh q[2];\ncx q[3], q[2];\nc = measure q;\n"
     )
     assert main(["distribute", str(qasm), "-q", "2"]) == 2
     err = capsys.readouterr().err
