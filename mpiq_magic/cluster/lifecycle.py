@@ -40,6 +40,7 @@ from . import distribute as _distribute
 from . import engine as _engine
 from . import gather as _gather
 from . import ghz as _ghz
+from . import primitives as _primitives
 from . import processes as _proc
 from . import run as _run
 from . import scatter as _scatter
@@ -460,6 +461,14 @@ class HybridCluster:
         return _distribute.distribute(self, circuit, shots=shots, partition=partition, monitors=monitors,
                                       max_variants=max_variants, optimization_level=optimization_level,
                                       timeout=timeout, progress=progress)
+
+    def sampler(self, **options: Any):
+        """A Qiskit ``SamplerV2`` on this cluster (:class:`mpiq_magic.primitives.SamplerV2`)."""
+        return _primitives.sampler(self, **options)
+
+    def estimator(self, **options: Any):
+        """A Qiskit ``EstimatorV2`` on this cluster (:class:`mpiq_magic.primitives.EstimatorV2`)."""
+        return _primitives.estimator(self, **options)
 
     # ------------------------------------------------------------------ plumbing
     def _require(self) -> None:

@@ -235,11 +235,22 @@ class _Op:
         raise MPIQError(f"{self.name} failed on {failure.origin}: {failure.message}")
 
     def receive_from_parent(self) -> Any:
-        r = self.receive(self.parent)
-        if not self.wait_receives({self.parent: r}):
-            r.abandon()
-            raise self.timeout_error([0 if self.parent is None else self.parent], None)
-        return r._value
+        """The one message from the parent: probed directly (the tag is this collective's own)."""
+        hc, src, tag = self.hc, self.members[self.parent], self.tag
+        comm = hc._coll
+        msg = comm.improbe(src, tag)
+        if msg is None:
+            msg = poll(lambda: comm.improbe(src, tag), self.deadline)
+            if msg is None:
+                raise self.timeout_error([self.parent], None)
+        value = msg.recv()
+        if type(value) is OOBHeader:
+            bufs, reqs = start_buffers(hc._coll_data, value, src, tag)
+            if not _Testall(reqs) and poll(lambda: True if _Testall(reqs) else None, self.deadline) is None:
+                self.engine.abandon(reqs)
+                raise self.timeout_error([self.parent], None)
+            value = loads(value.data, bufs)
+        return value
 
 
 def everyone(hc: "HybridComm", root: int) -> list[int]:
