@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     _add_ghz_commands(sub)
+    _add_distribute_commands(sub)
     return parser
 
 
@@ -134,6 +135,13 @@ def _add_ghz_commands(sub) -> None:
         from .ghz.cli import add_commands
     except ImportError:
         return
+    add_commands(sub)
+
+
+def _add_distribute_commands(sub) -> None:
+    """``distribute`` lives with the distributed execution (``mpiq_magic.distribute.cli``)."""
+    from .distribute.cli import add_commands
+
     add_commands(sub)
 
 
