@@ -163,6 +163,8 @@ def run(args) -> dict:
         "makespan": rel.makespan / mono.makespan,
         "qpu_held": rel.qpu_held / mono.qpu_held,
         "qpu_busy": rel.qpu_busy / mono.qpu_busy if mono.qpu_busy else None,
+        "qpu_attached_idle": (rel.to_dict()["qpu_attached_idle_s"] / mono.to_dict()["qpu_attached_idle_s"]
+                              if mono.to_dict()["qpu_attached_idle_s"] else None),
         "monitor_busy": (sum(j.monitor_busy_seconds for j in rel.jobs) / sum(j.monitor_busy_seconds for j in mono.jobs)
                          if sum(j.monitor_busy_seconds for j in mono.jobs) else None),
     }
@@ -192,20 +194,25 @@ def _markdown(data: dict) -> str:
         f"{p['classical_s']:g} s of classical work after each block. Held = SLURM's allocation of the QPU components "
         "(job-completion records, 1 s resolution); busy = the blocks as timed by the classical side. "
         f"Machine: {data['machine']['cpus']} CPUs, load {data['machine']['load'][0]:.1f}.", "",
-        "| scenario | makespan s | QPU held s | QPU busy s | QPU idle s | monitors' execute s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| scenario | makespan s | QPU held s | QPU busy s | QPU idle s | QPU attached s | attached idle s | monitors' execute s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, d in (("monolithic (baseline)", m), ("release (split, afterok)", r)):
         lines.append(f"| {name} | {d['makespan_s']:.1f} | {d['qpu_held_s']:.1f} | {d['qpu_busy_s']:.1f} | "
-                     f"{d['qpu_idle_s']:.1f} | {d['monitor_busy_s']:.2f} |")
+                     f"{d['qpu_idle_s']:.1f} | {d['qpu_attached_s']:.1f} | {d['qpu_attached_idle_s']:.1f} | "
+                     f"{d['monitor_busy_s']:.2f} |")
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines += ["", "| ratio release / monolithic | value | target | met |", "|---|---:|---:|---|",
               f"| QPU idle | {fmt(q['qpu_idle'])} | <= 0.10 | {data['targets_met']['qpu_idle <= 0.10 x monolithic']} |",
               f"| makespan | {fmt(q['makespan'])} | <= 0.75 | {data['targets_met']['makespan <= 0.75 x monolithic']} |",
               f"| QPU held | {fmt(q['qpu_held'])} | | |",
-              f"| QPU busy (blocks) | {fmt(q['qpu_busy'])} | 1 (same work) | {data['targets_met']['same quantum work (blocks, all exact)']} |",
+              f"| QPU attached idle (sessions: attach -> release, minus busy) | {fmt(q.get('qpu_attached_idle'))} | | |",
+              f"| QPU busy (blocks, as timed) | {fmt(q['qpu_busy'])} | 1 | {q['qpu_busy'] is not None and abs(q['qpu_busy'] - 1) <= 0.1} |",
+              f"| same quantum work (blocks run, all exact) | | equal | {data['targets_met']['same quantum work (blocks, all exact)']} |",
               f"| monitors' execute seconds | {fmt(q['monitor_busy'])} | 1 | |", "",
-              f"GHZ blocks reconstructed exactly: {data['blocks_exact']}. Gantt views: `qpu_idle.html`.", ""]
+              f"GHZ blocks reconstructed exactly: {data['blocks_exact']}. Gantt views: `qpu_idle.html`. "
+              "Targets are judged on SLURM's allocation (held); the attached columns are the service's own "
+              "sessions. Analysis: docs/hpc.md.", ""]
     return "\n".join(lines)
 
 
@@ -219,9 +226,18 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=2, help="GHZ runs per quantum block (default 2)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "qpu_idle"))
+    parser.add_argument("--markdown-only", action="store_true", help="re-render the markdown from --out's JSON")
     args = parser.parse_args(argv)
-    data, mono, rel = run(args)
     out = Path(args.out)
+    if args.markdown_only:
+        data = json.loads(out.with_suffix(".json").read_text())
+        m, r = data["monolithic"], data["release"]
+        q = data["ratios_release_over_monolithic"]
+        q["qpu_attached_idle"] = r["qpu_attached_idle_s"] / m["qpu_attached_idle_s"] if m["qpu_attached_idle_s"] else None
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+        out.with_suffix(".md").write_text(_markdown(data))
+        return 0
+    data, mono, rel = run(args)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     out.with_suffix(".md").write_text(_markdown(data))
     page = ("<!doctype html><meta charset='utf-8'><title>QPU idle</title>\n"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -180,30 +181,30 @@ def test_no_port_directory_is_a_usage_error(monkeypatch):
 
 
 def test_notebook_cluster_attaches_scatters_and_releases(tmp_path):
-    """%mpiq attach / %mpiq release in an in-process IPython: a classical-only cluster (-q 0) joins
-    the service, %%mpiq scatter reaches the service's monitors, release hands it back."""
-    from IPython.testing.globalipapp import start_ipython
+    """%mpiq attach / %mpiq release (the magics object without a shell: the global test IPython
+    belongs to tests/test_magics_parsing.py): a classical-only cluster (-q 0) joins the service,
+    %%mpiq scatter reaches the service's monitors, release hands it back."""
+    from IPython.core.error import UsageError
 
     from mpiq_magic import magics as M
 
-    ip = start_ipython()
-    ip.run_line_magic("load_ext", "mpiq_magic")
-    ip.magics_manager.registry["MPIQMagics"].widget_mode = "text"
+    magics = M.MPIQMagics(shell=None)
+    magics.shell = SimpleNamespace(user_ns={})  # where the magics leave their results
+    magics.widget_mode = "text"
     port_dir = tmp_path / "port"
     service = _service(port_dir)
+    cell = "from qiskit import QuantumCircuit\nqc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()\ncircuits = [qc] * 3"
     try:
-        ip.run_line_magic("mpiq", "start -c 1 -q 0 --timeout 90")
-        ip.run_line_magic("mpiq", f"attach {port_dir} --wait 120")
+        magics.mpiq("start -c 1 -q 0 --timeout 90")
+        magics.mpiq(f"attach {port_dir} --wait 120")
         cluster = M.active_cluster()
-        assert cluster.attached.quantum == 2 and ip.user_ns.get("mpiq_cluster") is cluster
-        ip.run_cell_magic("mpiq", "scatter --shots 100 --out res",
-                          "from qiskit import QuantumCircuit\nqc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); "
-                          "qc.measure_all()\ncircuits = [qc, qc, qc]")
-        assert [sorted(r.counts) for r in ip.user_ns["res"]] == [["00", "11"]] * 3
-        ip.run_line_magic("mpiq", "release")
+        assert cluster.attached.quantum == 2 and cluster.attached.classical == 1
+        magics.mpiq("scatter --shots 100 --out res", cell)
+        assert [sorted(r.counts) for r in magics.shell.user_ns["res"]] == [["00", "11"]] * 3
+        magics.mpiq("release")
         assert cluster.attached is None
-        with pytest.raises(Exception, match="not attached to a quantum service"):
-            ip.run_line_magic("mpiq", "release")
+        with pytest.raises(UsageError, match="not attached to a quantum service"):
+            magics.mpiq("release")
     finally:
         M.shutdown_active_cluster()
         s_out, s_err = service.communicate(timeout=90)
