@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         md.append(
             f"| {r['circuit']} | {r['qubits']} | {r['ff_frame_cuts']} / {r['ff_variant_cuts']} | {r['ff_circuits_per_shot']} | "
             f"{r['ff_tv']:.4f} ({r['ff_tv_bound']:.4f}) | {r.get('qpd_cuts', '-')} | "
-            f"{r.get('qpd_overhead', float('nan')):.0f} | {r.get('qpd_subexperiments', '-')} |"
+            f"{r.get('qpd_overhead', float('nan')):.0f} | {r.get('qpd_subexperiments') or '-'} |"
         )
     (path / "cutting.md").write_text("\n".join(md) + "\n")
     return 0
