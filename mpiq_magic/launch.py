@@ -25,6 +25,39 @@ def mpiexec_path() -> str:
     return found
 
 
+#: Environment that keeps a single-host job's MPI traffic on loopback: the ``mpich`` wheel's
+#: ch4 netmods (UCX by default, OFI on request) would otherwise listen on every interface.
+LOOPBACK_ENV = {
+    "UCX_NET_DEVICES": "lo",
+    "FI_TCP_IFACE": "lo",
+    "FI_SOCKETS_IFACE": "lo",
+    "MPIR_CVAR_NEMESIS_TCP_NETWORK_IFACE": "lo",
+}
+
+
+def loopback_env(environ: "os._Environ[str] | dict[str, str] | None" = None) -> dict[str, str]:
+    """:data:`LOOPBACK_ENV` less what the user already set (a user setting wins)."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in LOOPBACK_ENV.items() if k not in environ}
+
+
+def local_mpiexec(*, survive_rank_death: bool = False) -> tuple[str, list[str]]:
+    """The process manager for a single-host job and its options.
+
+    The ``mpich`` wheel's hydra ``mpiexec`` always listens on 0.0.0.0 for its proxies; on one
+    host its ``gforker`` sibling needs no listening socket at all (PMI runs over inherited
+    descriptors), so it is used when present. gforker ends the job when a process exits with
+    a non-zero status — what ``mpiq run`` wants; a cluster that must survive a dead monitor
+    (``survive_rank_death``) runs its engines behind a shell that exits 0 (see
+    :mod:`mpiq_magic.cluster.processes`). ``$MPIQ_MPIEXEC=hydra`` forces hydra.
+    """
+    hydra = mpiexec_path()
+    forker = Path(hydra).with_name("mpiexec.gforker")
+    if os.environ.get("MPIQ_MPIEXEC", "").lower() != "hydra" and forker.exists():
+        return str(forker), []
+    return hydra, (["-disable-auto-cleanup"] if survive_rank_death else [])
+
+
 def mpiq_command(
     argv: Sequence[str], *, classical: int, quantum: int, devices: str | os.PathLike[str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
@@ -43,5 +76,7 @@ def mpiq_command(
         if not path.exists():
             raise ConfigError(f"Devices file '{devices}' does not exist.")
         env["MPIQ_DEVICES"] = str(path)
-    cmd = [mpiexec_path(), "-n", str(classical + quantum), *argv]
+    env.update(loopback_env())
+    mpiexec, args = local_mpiexec()
+    cmd = [mpiexec, *args, "-n", str(classical + quantum), *argv]
     return cmd, env
