@@ -187,6 +187,7 @@ def compile_for(
     cache: CompileCache | None = None,
     optimization_level: int = 1,
     seed_transpiler: int | None = 0,
+    require_measurements: bool = True,
 ) -> Payload:
     """Compile ``circuit`` for ``device``'s Target and wrap it as a device-ready :class:`Payload`.
 
@@ -208,6 +209,12 @@ def compile_for(
         raise CompileError(
             f"Circuit '{circuit.name}' has unbound parameters {names}; bind them before "
             f"compiling it for device {device.name}."
+        )
+    if require_measurements and not any(inst.operation.name == "measure" for inst in circuit.data):
+        # a sampler would "succeed" with {'': shots}; estimator-style callers pass False
+        raise CompileError(
+            f"Circuit '{circuit.name}' has no measurements, so running it on device {device.name} "
+            "would return no counts; add measurements (e.g. qc.measure_all()) before sending it."
         )
     cache = DEFAULT_CACHE if cache is None else cache
     key = (structure_key(circuit), isa_fingerprint(device), optimization_level, seed_transpiler)
