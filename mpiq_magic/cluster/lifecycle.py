@@ -571,7 +571,9 @@ class HybridCluster:
         progress: ProgressCallback | None = None,
         interrupt: bool = False,
     ) -> Outcome:
-        return collect(self, op, tasks, timeout, progress, interrupt)
+        # a scatter/bcast past its timeout is interrupted on the engines, so it does not keep
+        # rank 0 busy and silently delay the next operation by the remainder
+        return collect(self, op, tasks, timeout, progress, interrupt or op in ("scatter", "bcast"))
 
     def _remember(self, failures: Iterable[EngineFailure]) -> None:
         for f in failures:
