@@ -55,7 +55,8 @@ def report(exc: BaseException | None, code: int) -> dict:
         tb_obj = exc.__traceback__
         while tb_obj is not None and tb_obj.tb_frame.f_code.co_filename in (__file__, runpy.__file__, "<frozen runpy>"):
             tb_obj = tb_obj.tb_next  # start at the user's script, not at this wrapper
-        tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
+        # the stack only: the launcher prints the exception line itself, once
+        tb = "Traceback (most recent call last):\n" + "".join(traceback.format_tb(tb_obj)) if tb_obj else ""
     return {"rank": rank, "who": role(rank), "type": kind, "message": message, "traceback": tb, "code": code}
 
 
