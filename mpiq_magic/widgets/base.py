@@ -228,6 +228,14 @@ def close_tree(widget: Any) -> None:
         if id(w) in seen:
             continue
         seen.add(id(w))
+        # children, and every widget-valued trait (layout, style, nested boxes)
+        for name in getattr(w, "keys", ()) or ():
+            try:
+                value = getattr(w, name)
+            except Exception:
+                continue
+            values = value if isinstance(value, (list, tuple)) else [value]
+            stack.extend(v for v in values if hasattr(v, "close") and hasattr(v, "model_id"))
         for child in getattr(w, "children", ()) or ():
             stack.append(child)
         try:
