@@ -12,53 +12,30 @@ Imports are lazy so ``import monitor_engine`` does not start MPI or load qiskit-
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-_EXPORTS = {
-    "device_target": "target",
-    "target_fingerprint": "target",
-    "isa_fingerprint": "target",
-    "Payload": "payload",
-    "CompileCache": "payload",
-    "DEFAULT_CACHE": "payload",
-    "compile_for": "payload",
-    "structure_key": "payload",
-    "DeviceBackend": "backend",
-    "AerDeviceBackend": "backend",
-    "SamplerDeviceBackend": "backend",
-    "BackendRun": "backend",
-    "make_backend": "backend",
-    "register_backend": "backend",
-    "ExecutionResult": "process",
-    "MonitorProcess": "process",
-    "MonitorClient": "client",
-    "spmd_run": "client",
-    "Share": "dispatch",
-    "Dispatcher": "dispatch",
-    "DispatchResult": "dispatch",
-    "dispatch": "dispatch",
-    "serve": "serve",
-    "monitor_for": "serve",
-    "run_job": "job",
-    "MonitorError": "errors",
-    "CircuitTooWideError": "errors",
-    "CompileError": "errors",
-    "PayloadError": "errors",
-    "WrongDeviceError": "errors",
-    "ISAError": "errors",
-    "BackendError": "errors",
+#: module -> the names it exports (imported on first use)
+_MODULES = {
+    "target": ("device_target", "target_fingerprint", "isa_fingerprint",),
+    "payload": ("Payload", "CompileCache", "DEFAULT_CACHE", "compile_for", "structure_key",),
+    "backend": ("DeviceBackend", "AerDeviceBackend", "SamplerDeviceBackend", "BackendRun", "make_backend", "register_backend",),
+    "process": ("ExecutionResult", "MonitorProcess",),
+    "client": ("MonitorClient", "spmd_run",),
+    "dispatch": ("Share", "Dispatcher", "DispatchResult", "dispatcher_for",),
+    "serve": ("monitor_for", "ServeReport",),
+    "job": ("run_job",),
+    "errors": ("MonitorError", "CircuitTooWideError", "CompileError", "PayloadError", "WrongDeviceError", "ISAError", "BackendError",),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name not in _EXPORTS:
         raise AttributeError(f"module 'monitor_engine' has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(f".{module}", __name__), name)
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
 
 
 def __dir__() -> list[str]:

@@ -21,6 +21,7 @@ from qiskit.circuit import ParameterExpression
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
 from mpiq_magic.kernel.config import DeviceSpec
+from mpiq_magic.kernel.errors import UsageError
 
 from .errors import CircuitTooWideError, CompileError
 from .target import device_target, isa_fingerprint, target_fingerprint
@@ -196,20 +197,7 @@ def compile_for(
     ``job-<n>`` (a per-process counter). The payload's ``meta`` records the circuit name,
     whether the cache hit, the compile time and the physical qubit of each circuit qubit.
     """
-    if not isinstance(shots, (int, np.integer)) or isinstance(shots, bool) or shots < 1:
-        raise ValueError(f"shots must be a positive integer, got {shots!r}.")
-    if circuit.num_qubits > device.num_qubits:
-        raise CircuitTooWideError(
-            f"Circuit '{circuit.name}' has {circuit.num_qubits} qubits but device {device.name} "
-            f"has {device.num_qubits}; it was not compiled or sent. Cut it into blocks of at most "
-            f"{device.num_qubits} qubits or choose a wider device."
-        )
-    if circuit.parameters:
-        names = sorted(p.name for p in circuit.parameters)
-        raise CompileError(
-            f"Circuit '{circuit.name}' has unbound parameters {names}; bind them before "
-            f"compiling it for device {device.name}."
-        )
+    _check_compilable(device, circuit, shots)
     if require_measurements and not any(inst.operation.name == "measure" for inst in circuit.data):
         # a sampler would "succeed" with {'': shots}; estimator-style callers pass False
         raise CompileError(
@@ -239,6 +227,26 @@ def compile_for(
             "optimization_level": optimization_level,
         },
     )
+
+
+def _check_compilable(device: DeviceSpec, circuit: QuantumCircuit, shots: Any) -> None:
+    """Refuse, before any work, what cannot become a payload for ``device``."""
+    problem = None
+    if not isinstance(shots, (int, np.integer)) or isinstance(shots, bool) or shots < 1:
+        raise UsageError(f"shots must be a positive integer, got {shots!r}.")
+    if circuit.num_qubits > device.num_qubits:
+        problem = CircuitTooWideError(
+            f"Circuit '{circuit.name}' has {circuit.num_qubits} qubits but device {device.name} "
+            f"has {device.num_qubits}; it was not compiled or sent. Cut it into blocks of at most "
+            f"{device.num_qubits} qubits or choose a wider device."
+        )
+    elif circuit.parameters:
+        problem = CompileError(
+            f"Circuit '{circuit.name}' has unbound parameters {sorted(p.name for p in circuit.parameters)}; "
+            f"bind them before compiling it for device {device.name}."
+        )
+    if problem is not None:
+        raise problem
 
 
 def _compile(device: DeviceSpec, circuit: QuantumCircuit, level: int, seed: int | None) -> _Compiled:

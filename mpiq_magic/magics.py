@@ -15,7 +15,7 @@ Line magics::
 Cell magics::
 
     %%mpiq run [--targets classical|quantum|all] [--timeout T]
-    %%mpiq scatter [--var circuits] [--send-q SPEC] [--shots S] [--out results] [--timeout T]
+    %%mpiq scatter [--var circuits] [--send-q SPEC] [--shots S] [--out results] [--timeout T] [--no-failover]
     %%mpiq bcast [--var circuit] [--shots S] [--out results] [--timeout T]
     %%mpiq gather [--var result] [--out NAME] [--timeout T]
 """
@@ -172,6 +172,8 @@ def _build_parsers() -> dict[str, _Parser]:
     p = parser("scatter", "%%mpiq")
     p.add_argument("--var", type=_identifier, default="circuits", metavar="NAME")
     p.add_argument("--send-q", dest="send_q", default=None, metavar="SPEC")
+    p.add_argument("--no-failover", dest="failover", action="store_false",
+                   help="a dead monitor's circuits stay missing instead of re-running on survivors")
     p.add_argument("--shots", type=_positive_int, default=1024, metavar="S")
     p.add_argument("--out", type=_identifier, default="results", metavar="NAME")
     _timeout_arg(p)
@@ -391,7 +393,8 @@ class MPIQMagics(Magics):
 
     def _scatter(self, args, cell):
         return self._circuits(
-            "scatter", args, lambda **kw: self._cluster().scatter(cell, var=args.var, send_q=args.send_q, **kw)
+            "scatter", args,
+            lambda **kw: self._cluster().scatter(cell, var=args.var, send_q=args.send_q, failover=args.failover, **kw),
         )
 
     def _bcast(self, args, cell):
@@ -408,6 +411,8 @@ class MPIQMagics(Magics):
                 self._ns()[args.out] = exc.partial.results  # what did come back stays usable
             raise
         self._ns()[args.out] = res.results
+        for notice in getattr(res, "notices", []):
+            print(f"[mpiq] {notice}")
         if res.stdout:
             print(res.stdout, end="" if res.stdout.endswith("\n") else "\n")
         monitors = len({getattr(r, "qrank", None) for r in res.results})

@@ -16,9 +16,14 @@ pytestmark = [pytest.mark.mpi, pytest.mark.timeout(300)]
 SUITE = (Path(__file__).parent / "data" / "kernel_suite.py").read_text()
 
 
-@pytest.mark.parametrize("n", [1, 2, 4, 5, 9])
-def test_kernel_suite(n, tmp_path):
-    res = results(run_mpi(SUITE, n, timeout=240, tmp_path=tmp_path))
+@pytest.mark.parametrize(
+    "n, pattern",
+    # default: trees, flat scatter/gather where the node has more processes than cores
+    [(1, ""), (2, ""), (4, ""), (5, ""), (9, ""), (5, "tree"), (9, "tree"), (4, "flat")],
+)
+def test_kernel_suite(n, pattern, tmp_path):
+    env = {"MPIQ_COLLECTIVES": pattern} if pattern else None
+    res = results(run_mpi(SUITE, n, timeout=240, tmp_path=tmp_path, env=env))
     assert sorted(r["me"] for r in res) == list(range(n))
     failures = [f"[process {r['me']}] {f}" for r in res for f in r["failures"]]
     assert not failures, "\n".join(failures)

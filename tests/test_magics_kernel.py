@@ -148,10 +148,10 @@ print(victim.label(), victim.pid)
 """
 
 
-def test_killed_monitor_fails_the_scatter_keeps_results_and_restart_works(kernel_session):
+def test_killed_monitor_fails_or_fails_over_and_restart_works(kernel_session):
     ok(kernel_session, KILLER)
     t0 = time.monotonic()
-    res = kernel_session.run("%%mpiq scatter --shots 100 --out results --timeout 60\n" + HEAVY)
+    res = kernel_session.run("%%mpiq scatter --shots 100 --out results --timeout 60 --no-failover\n" + HEAVY)
     elapsed = time.monotonic() - t0
     assert res.error is not None, res.text
     assert res.error["ename"] == "ClusterTimeoutError"
@@ -196,4 +196,16 @@ def test_killed_monitor_fails_the_scatter_keeps_results_and_restart_works(kernel
     ok(kernel_session, "assert [r.qrank for r in again] == [0, 1, 2]")
     status = ok(kernel_session, "%mpiq status").text
     assert "4 engines (4 idle, 0 busy, 0 dead)" in status
+    # failover (the default): the dead monitor's circuit re-runs on a survivor, the cell succeeds
+    ok(kernel_session, KILLER)
+    res = ok(kernel_session, "%%mpiq scatter --shots 100 --out moved --timeout 60\n" + HEAVY)
+    assert re.search(
+        r"\[mpiq\] \[3:scatter\] engine 3 \(qrank 2, device 127\.0\.0\.1:2\) died \(pid \d+\); "
+        r"circuit\(s\) \[2\] re-ran on qrank\(s\) \[[01]\]\.", res.text), res.text
+    ok(kernel_session, (
+        "assert killed, 'the monitor was not killed'\n"
+        "assert all(r.counts and r.error is None for r in moved) and moved[2].qrank in (0, 1)\n"
+        "assert sum(moved[2].counts.values()) == 100"
+    ))
+    assert "4 engines (3 idle, 0 busy, 1 dead)" in ok(kernel_session, "%mpiq status").text
     ok(kernel_session, "%mpiq stop")

@@ -155,7 +155,7 @@ def prewarm() -> float:
 
         monitor_for(comm)
     elif comm.rank == 0:
-        import monitor_engine.payload  # noqa: F401 - qiskit.transpile and QPY
+        import monitor_engine.payload  # noqa: F401  (qiskit.transpile and QPY, imported ahead of the first cell)
     return time.perf_counter() - t0
 
 

@@ -395,18 +395,21 @@ class HybridCluster:
         shots: int = 1024,
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
+        failover: bool = True,
     ) -> _scatter.ScatterResult:
         """Run ``code`` on classical rank 0 (or take ``circuits``), compile each circuit for its
         monitor's device there, send the payloads over MPI-Q, execute, collect the results.
 
         Circuits are dealt over the live monitors, least-loaded first (circuit ``i`` runs on
         qrank ``i % Q`` for equal devices); with ``send_q`` one circuit is split into one
-        sub-circuit per qubit group first. Payloads never pass through this client.
+        sub-circuit per qubit group first. Payloads never pass through this client. With
+        ``failover`` a monitor that dies mid-run has its circuits re-run on survivors that fit;
+        the result's ``notices`` and ``failed_over`` report it (``send_q`` pieces stay pinned).
 
         Raises:
             HybridClusterError: a circuit failed or got no result (``partial`` keeps the rest).
         """
-        request = _scatter.ScatterRequest(code, var, "scatter", send_q, shots, circuits=circuits)
+        request = _scatter.ScatterRequest(code, var, "scatter", send_q, shots, circuits=circuits, failover=failover)
         return _scatter.scatter(self, request, timeout, progress)
 
     def bcast(
@@ -563,17 +566,13 @@ class HybridCluster:
                 dead.append(e)
         return dead
 
-    def _collect(
-        self,
-        op: str,
-        tasks: Mapping[int, Any],
-        timeout: float,
-        progress: ProgressCallback | None = None,
-        interrupt: bool = False,
-    ) -> Outcome:
-        # a scatter/bcast past its timeout is interrupted on the engines, so it does not keep
-        # rank 0 busy and silently delay the next operation by the remainder
-        return collect(self, op, tasks, timeout, progress, interrupt or op in ("scatter", "bcast"))
+    def _collect(self, op: str, tasks: Mapping[int, Any], timeout: float, *args: Any, **kwargs: Any) -> Outcome:
+        """See :func:`mpiq_magic.cluster.collect.collect`. A scatter/bcast past its timeout is
+        interrupted on the engines, so it does not keep rank 0 busy and silently delay the next
+        operation by the remainder."""
+        if op in ("scatter", "bcast") and len(args) < 2:
+            kwargs.setdefault("interrupt", True)
+        return collect(self, op, tasks, timeout, *args, **kwargs)
 
     def _remember(self, failures: Iterable[EngineFailure]) -> None:
         for f in failures:

@@ -38,6 +38,8 @@ class ScatterResult:
     timings: dict[str, float] = field(default_factory=dict)
     job: int = 0
     stdout: str = ""  # what the cell printed on classical rank 0
+    failed_over: dict[int, tuple[int, int]] = field(default_factory=dict)  # circuit -> (dead qrank, new qrank)
+    notices: list[str] = field(default_factory=list)  # deaths the job survived, one line each
 
     @property
     def ok(self) -> bool:
@@ -59,6 +61,7 @@ class ScatterRequest:
     shots: int = 1024
     dead_qranks: tuple[int, ...] = ()
     circuits: Any = None  # given by the client instead of built by ``code``
+    failover: bool = True  # re-run a dead monitor's circuits on survivors that fit
 
 
 # ----------------------------------------------------------------------------- client
@@ -96,8 +99,11 @@ def scatter(cluster: "HybridCluster", request: ScatterRequest, timeout: float | 
         payload_bytes=outcome.payload_bytes,
         compile_cache={"hits": outcome.compile_cache.hits, "misses": outcome.compile_cache.misses},
         timings=outcome.timings.to_dict(), job=job, stdout=tasks[root].stdout or "",
+        failed_over=dict(outcome.failed_over),
     )
-    failures = _failures(cluster, request.mode, outcome, out)
+    failures, notices = _failures(cluster, request.mode, outcome, out)
+    result.notices = [n.line() for n in notices]
+    cluster._remember(notices)
     if failures:
         done = sum(r is not None and getattr(r, "error", None) is None for r in result.results)
         kind = ClusterTimeoutError if any(f.kind in ("timeout", "dead") for f in failures) else HybridClusterError
@@ -130,8 +136,22 @@ def _finish_events(cluster, outcome, seen, job: int, progress) -> None:
     cluster._emit({"event": "gather", "monitors": len(per_qrank), "job": job}, progress)
 
 
-def _failures(cluster, mode: str, outcome, out) -> list[EngineFailure]:
+def _failures(cluster, mode: str, outcome, out) -> tuple[list[EngineFailure], list[EngineFailure]]:
+    """(failures, notices): what went wrong, and the deaths whose circuits re-ran elsewhere."""
     by_qrank = {i.qrank: i for i in cluster.engines if i.role == "quantum"}
+    moved: dict[int, list[int]] = {}
+    for index, (old, new) in sorted(outcome.failed_over.items()):
+        moved.setdefault(old, []).append(index)
+    notices = [
+        EngineFailure(
+            by_qrank[q].engine, mode,
+            f"{by_qrank[q].label()} died (pid {by_qrank[q].pid}); circuit(s) {indices} re-ran on "
+            f"qrank(s) {sorted({outcome.failed_over[i][1] for i in indices})}.",
+            "dead",
+        )
+        for q, indices in sorted(moved.items()) if q not in set(outcome.missing.values())
+    ]
+    covered = {n.engine for n in notices}
     missing_by_q: dict[int, list[int]] = {}
     for index, q in outcome.missing.items():
         missing_by_q.setdefault(q, []).append(index)
@@ -151,9 +171,9 @@ def _failures(cluster, mode: str, outcome, out) -> list[EngineFailure]:
         failures.append(EngineFailure(info.engine if info else None, mode, f"circuit {index}: {message}"))
         named.add(info.engine if info else None)
     for f in out.failures:  # engine-level failures not already explained by a missing circuit
-        if f.engine not in named:
+        if f.engine not in named and f.engine not in covered:
             failures.append(f)
-    return failures
+    return failures, notices
 
 
 # ----------------------------------------------------------------------------- engines
@@ -202,7 +222,7 @@ def _root(job: int, deadline: float, request: ScatterRequest):
     ticker = _ProgressTicker(job)
     return dispatcher.run(
         shares, job=job_id, participants=live, deadline=deadline, on_result=ticker.result,
-        on_idle=ticker.flush, failover=False,
+        on_idle=ticker.flush, failover=request.failover,
     )
 
 

@@ -219,8 +219,48 @@ class _ArrivalBoard:
         self.board = np.ndarray((self.node.Get_size(),), dtype=np.int64, buffer=buf)
         self.slot = self.node.Get_rank()
         self.board[self.slot] = 0
+        # Timestamps of the timed CC barrier: [ring slot, node slot, arrival/release] as
+        # (seq, time) pairs; used when every classical rank is on this node.
+        nn = self.node.Get_size()
+        self.local = nn == comm.Get_size()
+        shape = (_RING, nn, 2, 2)
+        tsize = 8 * int(np.prod(shape)) if self.node.Get_rank() == 0 else 0
+        self.twin = MPI.Win.Allocate_shared(tsize, 8, comm=self.node)
+        tbuf, _ = self.twin.Shared_query(0)
+        self.stamps = np.ndarray(shape, dtype=np.float64, buffer=tbuf)
+        self.stamps[:, self.slot] = -1.0
+        # node slot of each comm rank, so a read gives the times in comm-rank order
+        self.order = [self.node_ranks.index(r) for r in range(comm.Get_size())] if self.local else []
+        self.waiting: dict[int, BarrierRecord] = {}
         self.node.Barrier()
         self.abandoned: list[MPI.Request] = []
+
+    def stamp(self, seq: int, kind: int, value: float) -> None:
+        cell = self.stamps[seq % _RING, self.slot, kind]
+        cell[1] = value  # the time first, then the seq that validates it (x86 keeps store order)
+        cell[0] = seq
+
+    def read(self, seq: int, kind: int) -> list[float] | None:
+        """Every rank's time of barrier ``seq`` (comm-rank order), or None if one is not there yet."""
+        cells = self.stamps[seq % _RING, self.order, kind]
+        if (cells[:, 0] != seq).any():
+            return None
+        return cells[:, 1].tolist()
+
+    def releases(self, seq: int, timeout: float, label: str, names: list[str]) -> list[float]:
+        got = self.read(seq, 1)
+        if got is None:
+            deadline = Deadline(timeout)
+            got = poll(lambda: self.read(seq, 1), deadline)
+            if got is None:
+                cells = self.stamps[seq % _RING, self.order, 1, 0]
+                missing = [names[r] for r in range(len(cells)) if cells[r] != seq]
+                raise MPIQTimeoutError(
+                    f"{label} on {names[self.comm.Get_rank()]}: the release times of {', '.join(missing)} "
+                    f"did not arrive within {deadline.timeout:g} s.",
+                    missing,
+                )
+        return got
 
     def arrive_and_wait(self, seq: int, deadline: Deadline, label: str, names: list[str]) -> None:
         self.board[self.slot] = seq
@@ -239,8 +279,9 @@ class _ArrivalBoard:
         )
 
     def free(self) -> None:
-        self.win.Free()
-        self.node.Free()
+        """Nothing to do: ``MPI_Win_free`` synchronises the node's ranks, and a rank that failed
+        before ``hc.free()`` would leave the others waiting in it forever; the windows live until
+        ``MPI_Finalize``."""
 
 
 _RING = 8
@@ -278,9 +319,12 @@ def _cc(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     names = state.names(hc, CC)
     label = f"CC barrier #{seq}"
     arrival = time.monotonic()
+    board = state.arrivals(hc._ccomm)
     if not record:
-        state.arrivals(hc._ccomm).arrive_and_wait(seq, deadline, label, names)
+        board.arrive_and_wait(seq, deadline, label, names)
         return BarrierRecord("CC", seq, list(names), [], None, None, arrival, time.monotonic())
+    if board.local:
+        return _cc_local(board, seq, arrival, deadline, label, names)
     arrivals = _exchange(state, hc._ccomm, seq, 0, arrival, deadline, label, names)
     release = time.monotonic()
     # The release timestamps travel after the barrier has returned: the exchange is started
@@ -305,6 +349,35 @@ def _cc(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
 
     rec.__dict__["_pending"] = releases
     ex.waiting = rec
+    return rec
+
+
+def _cc_local(board: "_ArrivalBoard", seq: int, arrival: float, deadline: Deadline, label: str,
+              names: list[str]) -> BarrierRecord:
+    """The timed CC barrier when every classical rank shares this node: the fast barrier, with
+    each rank's arrival and release times stamped into node-shared memory. Arrivals are read once
+    the barrier completes (every rank stamped before entering it); releases when the record's
+    ``releases`` is first read, or before their ring slot is reused, ``_RING`` barriers later."""
+    old = board.waiting.pop(seq % _RING, None)
+    if old is not None:
+        old.releases  # noqa: B018 - settle before the slot is overwritten
+    board.stamp(seq, 0, arrival)
+    board.arrive_and_wait(seq, deadline, label, names)
+    arrivals = board.read(seq, 0)
+    if arrivals is None:
+        raise MPIQError(f"{label} on {names[board.comm.Get_rank()]}: arrival times missing after the barrier.")
+    release = time.monotonic()
+    board.stamp(seq, 1, release)
+    rec = BarrierRecord("CC", seq, list(names), arrivals, None, None, arrival, release)
+    timeout = deadline.timeout
+
+    def releases() -> list[float]:
+        if board.waiting.get(seq % _RING) is rec:
+            del board.waiting[seq % _RING]
+        return board.releases(seq, timeout, label, names)
+
+    rec.__dict__["_pending"] = releases
+    board.waiting[seq % _RING] = rec
     return rec
 
 

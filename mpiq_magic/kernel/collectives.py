@@ -18,6 +18,7 @@ down the tree instead, so every member raises at once instead of waiting.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -66,8 +67,9 @@ class EntryBoard:
         return here, elsewhere
 
     def free(self) -> None:
-        self.win.Free()
-        self.node.Free()
+        """Nothing to do here: ``MPI_Win_free`` synchronises every process of the node, so one
+        peer that failed before ``hc.free()`` would make the others wait forever in it. The
+        window (a few bytes per process) lives until ``MPI_Finalize`` releases it."""
 
 
 class CollState:
@@ -78,6 +80,11 @@ class CollState:
         self.board = EntryBoard(hc._coll)
         self.engine = Engine(hc._coll, hc._coll_data)
         self.trees: dict[tuple, tuple[list[int], int]] = {}
+        # More processes on this node than cores: a tree's hops wait for each other's time
+        # slices, so scatter and gather go flat (every item moves once, root <-> member).
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        crowded = int(self.board.node.Get_size() > cores)
+        self.flat = bool(hc._coll.allreduce(crowded, op=MPI.MAX)) if _FLAT is None else _FLAT
 
     def free(self) -> None:
         self.engine.close()
@@ -85,6 +92,9 @@ class CollState:
 
 
 _TAG_SPACE = 1 << 20
+#: ``MPIQ_COLLECTIVES=tree|flat`` forces a pattern for scatter/gather (default: flat only on an
+#: oversubscribed node).
+_FLAT = {"tree": False, "flat": True}.get(os.environ.get("MPIQ_COLLECTIVES", ""), None)
 
 
 def _tree(n: int, v: int) -> tuple[int | None, list[int]]:
@@ -111,9 +121,10 @@ def _end(n: int, c: int) -> int:
 class _Op:
     """One collective call on one process: members, tree position, tag, deadline, errors."""
 
-    __slots__ = ("hc", "name", "seq", "tag", "members", "v", "parent", "children", "deadline", "engine")
+    __slots__ = ("hc", "name", "seq", "tag", "members", "v", "parent", "children", "deadline", "engine", "flat")
 
-    def __init__(self, hc: "HybridComm", name: str, members_key: tuple, members: Callable[[], list[int]], timeout: float | None):
+    def __init__(self, hc: "HybridComm", name: str, members_key: tuple, members: Callable[[], list[int]],
+                 timeout: float | None, flat: bool = False):
         st = hc._cstate
         st.seq += 1
         self.seq = st.seq
@@ -127,8 +138,15 @@ class _Op:
             cached = st.trees[members_key] = (ms, {r: i for i, r in enumerate(ms)})
         self.members, index = cached
         self.v = index.get(hc._me)
+        self.flat = flat
         if self.v is not None:
-            self.parent, self.children = _tree(len(self.members), self.v)
+            if flat:
+                self.parent, self.children = (None, list(range(1, len(self.members)))) if self.v == 0 else (0, [])
+            else:
+                self.parent, self.children = _tree(len(self.members), self.v)
+
+    def end(self, c: int) -> int:
+        return c + 1 if self.flat else _end(len(self.members), c)
 
     # -------------------------------------------------------------- messaging
     def post(self, obj: Any, v: int, tag: int | None = None) -> list[MPI.Request]:
@@ -236,11 +254,11 @@ def skip(hc: "HybridComm") -> None:
 
 
 def down(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]], key: tuple,
-         make: Callable[[], Any] | None, split: bool, timeout: float | None) -> Any:
+         make: Callable[[], Any] | None, split: bool, timeout: float | None, flat: bool = False) -> Any:
     """Root-to-members along the tree. ``make()`` (root only) returns one Frame (``split=False``:
     every member gets it) or one Frame per non-root member in vrank order (``split=True``).
     Returns what this member keeps: the root's None, a Frame, or None for non-members."""
-    op = _Op(hc, name, key, members, timeout)
+    op = _Op(hc, name, key, members, timeout, flat)
     if op.v is None:
         return None
     n = len(op.members)
@@ -257,7 +275,7 @@ def down(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]
             op.raise_remote(payload)
     if split:
         base = op.v if op.v else 1  # the root's payload starts at vrank 1
-        sends = {c: op.post(payload[c - base:_end(n, c) - base], c) for c in op.children}
+        sends = {c: op.post(payload[c - base:op.end(c) - base], c) for c in op.children}
         mine = payload[0] if op.v else None
     else:
         sends = op.post_all(payload, op.children)
@@ -267,13 +285,13 @@ def down(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]
 
 
 def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]], key: tuple,
-       obj: Any, timeout: float | None) -> list[Any] | None:
+       obj: Any, timeout: float | None, flat: bool = False) -> list[Any] | None:
     """Members-to-root along the tree: the root returns every non-root member's object in vrank
     order. On expiry the root *flushes* the tree: the members still waiting for a child pass up
     what they have within a short grace, so ``.partial`` holds every contribution that was sent,
     wherever it was held up; only the members that never sent are missing. Members other than
     the root return None, also when the gather fails: their part was delivered."""
-    op = _Op(hc, name, key, members, timeout)
+    op = _Op(hc, name, key, members, timeout, flat)
     if op.v is None:
         return None
     n, v = len(op.members), op.v
@@ -283,6 +301,8 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
             mine = Frame.of(obj)
         except Exception as exc:
             failure = op.failure(exc)
+    if op.flat and v == 0:
+        return _flat_root(op)
     recvs = {c: op.receive(c) for c in op.children}
     flush = None
     if v and op.children:
@@ -311,7 +331,7 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
             if type(value) is RemoteFailure:
                 failure = failure or value
             else:
-                got.update(zip(range(c, _end(n, c)), value))
+                got.update(zip(range(c, op.end(c)), value))
         else:
             r.abandon()
     if v:
@@ -320,11 +340,50 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
             op.raise_remote(failure)
         # Incomplete after the grace: pass up what arrived (None for the rest); the root names
         # the missing members in its error.
-        bundle = [mine] + [got.get(u) for u in range(v + 1, _end(n, v))]
+        bundle = [mine] + [got.get(u) for u in range(v + 1, op.end(v))]
         op.wait_sends({op.parent: op.post(bundle, op.parent)}, None if grace is None else Deadline(grace))
         return None
     if failure is not None:
         op.raise_remote(failure)
+    return _gathered(op, got, complete)
+
+
+def _flat_root(op: _Op) -> list[Any]:
+    """The root of a flat gather: one receive from ANY_SOURCE at a time, so each poll costs one
+    probe whatever the number of members."""
+    n = len(op.members)
+    index = {op.members[u]: u for u in range(1, n)}
+    got: dict[int, Any] = {}
+    failures: list[RemoteFailure] = []
+    st = MPI.Status()
+    entry: list[ObjectReceive | None] = [None]
+
+    def step():
+        while len(got) + len(failures) < n - 1:
+            r = entry[0]
+            if r is None:
+                r = entry[0] = ObjectReceive(op.engine, MPI.ANY_SOURCE, op.tag, st, "", 0.0)
+                op.engine.post(r)
+            if not r._advance():
+                return None
+            entry[0] = None
+            u = index.get(st.Get_source())
+            if type(r._value) is RemoteFailure:
+                failures.append(r._value)
+            elif u is not None:
+                got[u] = r._value[0]
+        return True
+
+    complete = step() is not None or poll(step, op.deadline) is not None
+    if entry[0] is not None:
+        entry[0].abandon()
+    if failures:
+        op.raise_remote(failures[0])
+    return _gathered(op, got, complete)
+
+
+def _gathered(op: _Op, got: dict[int, Any], complete: bool) -> list[Any]:
+    n = len(op.members)
     frames = [got.get(u) for u in range(1, n)]
     values = [None if f is None else f.load() for f in frames]
     if not complete or None in frames:

@@ -29,7 +29,7 @@ from .requests import (
 )
 from .topology import Topology
 from .transfer import _SIMPLE, OOBHeader, Frame, post_object
-from .waiting import DEFAULT_TIMEOUT, Deadline, poll
+from .waiting import DEFAULT_TIMEOUT, ENGINES as _ENGINES, Deadline, poll
 
 #: Library layers that get their own communication context at :func:`~mpiq_magic.kernel.init`
 #: (a collective ``Dup`` then, so no layer ever needs one later). Every tag on every context
@@ -37,6 +37,7 @@ from .waiting import DEFAULT_TIMEOUT, Deadline, poll
 LIBRARY_LAYERS = ("dispatch", "cluster")
 
 _Testall = MPI.Request.Testall
+_QUICK_PROBES = 64  # ~10 µs of probing before a receive sets up its deadline-polled wait
 _TAG_UB = int(MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) or 32767)
 
 
@@ -90,6 +91,7 @@ class HybridComm:
         self.topology = topology
         self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
         self._by_device = {spec.key: j for j, spec in enumerate(self.devices)}
+        self._n = parent.Get_size()
         self.rank = self._classical.index(self._me) if self._me in self._classical else None
         self.qrank = self._quantum.index(self._me) if self._me in self._quantum else None
         self.role = "classical" if self.rank is not None else "quantum"
@@ -192,13 +194,13 @@ class HybridComm:
     # ----------------------------------------------------------------- addressing
     def resolve(self, peer: Address) -> int:
         """The parent-communicator rank of a peer given as Rank, QRank, Device, tuple or int."""
-        kind = type(peer)
+        kind = peer.__class__
+        if kind is int and 0 <= peer < self._n:
+            return peer
         if kind is QRank and 0 <= peer.index < len(self._quantum):
             return self._quantum[peer.index]
         if kind is Rank and 0 <= peer.index < len(self._classical):
             return self._classical[peer.index]
-        if kind is int and 0 <= peer < self.size:
-            return peer
         addr = as_address(peer)
         if isinstance(addr, Rank):
             if not 0 <= addr.index < len(self._classical):
@@ -266,7 +268,7 @@ class HybridComm:
         tag = _check_tag(tag, False)
         d = self.resolve(dest)
         reqs = post_object(self._p2p, self._p2p_data, obj, d, tag)
-        return SendRequest(reqs, f"send to {self.describe(d)} (tag {tag})", self.timeout)
+        return SendRequest(reqs, lambda: f"send to {self.describe(d)} (tag {tag})", self.timeout)
 
     def recv(
         self,
@@ -285,9 +287,15 @@ class HybridComm:
         if not engine.queue:
             # Nothing posted ahead of this receive on this context, and nothing can be posted
             # while it blocks: matching directly is exact (other engines progress in poll).
-            st = status if status is not None else MPI.Status()
+            # A status is needed only to learn a wildcard's source and tag (for out-of-band buffers).
+            st = status if status is not None or (src != ANY_SOURCE and tag != ANY_TAG) else MPI.Status()
             comm = self._p2p
             msg = comm.improbe(src, tag, st)
+            if msg is None and not _ENGINES:  # a short inline spin catches a prompt reply cheaply
+                for _ in range(_QUICK_PROBES):
+                    msg = comm.improbe(src, tag, st)
+                    if msg is not None:
+                        break
             if msg is None:
                 deadline = Deadline(timeout or self.timeout)
                 msg = poll(lambda: comm.improbe(src, tag, st), deadline)
@@ -297,10 +305,10 @@ class HybridComm:
             obj = msg.recv()
             if type(obj) is not OOBHeader:
                 return obj
-            r = ObjectReceive(engine, src, tag, None, self._recv_label(src, tag), self.timeout)
-            r.match_header(obj, st.Get_source(), st.Get_tag())
+            r = ObjectReceive(engine, src, tag, None, lambda: self._recv_label(src, tag), self.timeout)
+            r.match_header(obj, *((src, tag) if st is None else (st.Get_source(), st.Get_tag())))
             return self._complete(r, timeout)
-        r = ObjectReceive(engine, src, tag, status, self._recv_label(src, tag), self.timeout)
+        r = ObjectReceive(engine, src, tag, status, lambda: self._recv_label(src, tag), self.timeout)
         engine.post(r)
         return self._complete(r, timeout)
 
@@ -321,7 +329,7 @@ class HybridComm:
         self._check_open()
         tag = _check_tag(tag, True)
         src = self.resolve(source)
-        r = ObjectReceive(self._engine, src, tag, status, self._recv_label(src, tag), self.timeout)
+        r = ObjectReceive(self._engine, src, tag, status, lambda: self._recv_label(src, tag), self.timeout)
         self._engine.post(r)
         return r
 
@@ -341,7 +349,7 @@ class HybridComm:
         tag = _check_tag(tag, False)
         r = self.resolve(dest)
         req = self._p2p.Isend(buf, r, tag)
-        return SendRequest([req], f"Send to {self.describe(r)} (tag {tag})", self.timeout)
+        return SendRequest([req], lambda: f"Send to {self.describe(r)} (tag {tag})", self.timeout)
 
     def Recv(
         self,
@@ -379,7 +387,7 @@ class HybridComm:
         self._check_open()
         tag = _check_tag(tag, True)
         src = self.resolve(source)
-        label = f"Recv from {self._who(src)} (tag {'any' if tag == ANY_TAG else tag})"
+        label = lambda: f"Recv from {self._who(src)} (tag {'any' if tag == ANY_TAG else tag})"  # noqa: E731
         if not self._engine.queue:
             return PostedReceive(self._p2p.Irecv(buf, src, tag), status, label, self.timeout)
         r = BufferReceive(self._engine, buf, src, tag, status, label, self.timeout)
@@ -415,7 +423,7 @@ class HybridComm:
         def make():
             return [Frame.of(x) for x in self._scatter_chunks(items, send_q)]
 
-        got = _coll.down(self, "scatter", r, lambda: [r, *self._quantum], ("q", r), make, True, timeout)
+        got = _coll.down(self, "scatter", r, lambda: [r, *self._quantum], ("q", r), make, True, timeout, self._cstate.flat)
         return None if got is None else got.load()
 
     def _scatter_chunks(self, items: Any, send_q: Sequence[Sequence[int]] | None) -> list[Any]:
@@ -435,7 +443,7 @@ class HybridComm:
         """MPIQ_Gather: quantum contributions reach the classical root, ordered by qrank."""
         self._check_open()
         r = self._root(root, "gather")
-        return _coll.up(self, "gather", r, lambda: [r, *self._quantum], ("q", r), obj, timeout)
+        return _coll.up(self, "gather", r, lambda: [r, *self._quantum], ("q", r), obj, timeout, self._cstate.flat)
 
     def allgather(self, obj: Any = None, timeout: float | None = None) -> list[Any] | None:
         """MPIQ_Allgather: gather to classical rank 0, then a bcast among the classical ranks."""

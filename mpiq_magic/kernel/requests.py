@@ -104,14 +104,22 @@ class Engine:
 class Request:
     """A non-blocking MPI-Q operation: ``test()``, ``wait(timeout=)``, ``cancel()``."""
 
-    __slots__ = ("describe", "_timeout", "_state", "_value", "_consumed")
+    __slots__ = ("_describe", "_timeout", "_state", "_value", "_consumed")
 
-    def __init__(self, describe: str, timeout: float):
-        self.describe = describe
+    def __init__(self, describe, timeout: float):
+        self._describe = describe  # a str, or a callable making it (only errors need it)
         self._timeout = timeout
         self._state = _QUEUED
         self._value: Any = None
         self._consumed = False
+
+    @property
+    def describe(self) -> str:
+        """What this request waits for, as error messages name it."""
+        d = self._describe
+        if callable(d):
+            d = self._describe = d()
+        return d
 
     def _advance(self) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
