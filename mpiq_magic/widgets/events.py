@@ -115,8 +115,10 @@ class Dashboard:
             self._handle = None
         box = getattr(self, "_box", None)
         if box is not None:
-            box.children = ()
-            box.close()
+            from .base import close_tree
+
+            box.children = ()  # the shared views inside stay open
+            close_tree(box)  # the box and its layout
             self._box = None
         for v in own:
             v.release()
