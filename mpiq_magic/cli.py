@@ -1,4 +1,4 @@
-"""The ``mpiq`` command line: ``mpiq run``, ``mpiq demo``, ``mpiq ghz``."""
+"""The ``mpiq`` command line: ``mpiq run``, ``mpiq demo``, ``mpiq ghz``, ``mpiq slurm``, ``mpiq serve``."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
             script=args.script, classical=args.classical, quantum=args.quantum,
             classical_partition=args.classical_partition, quantum_partition=args.quantum_partition,
             quantum_nodes=args.quantum_nodes, time=args.time, num_qubits=args.num_qubits,
-            method=args.method, python=args.python, srun_args=args.srun_args,
+            method=args.method, python=args.python, srun_args=args.srun_args, release=args.release,
         )
     )
     if args.output:
@@ -99,6 +99,30 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """A quantum service of Q monitors under the bundled mpiexec (inside a SLURM allocation hydra
+    launches through srun by itself)."""
+    from .launch import mpiexec_path
+
+    argv = [mpiexec_path(), "-n", str(args.quantum), sys.executable, "-m", "monitor_engine.attach", "serve",
+            "--sessions", str(args.sessions), "--idle-timeout", str(args.idle_timeout),
+            "--session-timeout", str(args.session_timeout)]
+    if args.port_dir:
+        argv += ["--port-dir", args.port_dir]
+    elif not os.environ.get("MPIQ_PORT_DIR"):
+        raise MPIQError("mpiq serve needs --port-dir DIR (or $MPIQ_PORT_DIR): the directory clients attach through.")
+    if args.devices:
+        if not os.path.exists(args.devices):
+            raise MPIQError(f"Devices file '{args.devices}' does not exist.")
+        argv += ["--devices", os.path.abspath(args.devices)]
+    if args.timeout:
+        argv += ["--timeout", str(args.timeout)]
+    if args.json:
+        argv.append("--json")
+    bound = args.idle_timeout + args.session_timeout * max(args.sessions, 1) + 60
+    return subprocess.call(["timeout", "--kill-after=10", str(int(bound)), *argv])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,11 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--method", default="automatic", choices=["automatic", "statevector", "matrix_product_state", "stabilizer"])
     slurm.add_argument("--python", default="python")
     slurm.add_argument("--srun-args", default="", help="extra srun options, e.g. --mpi=pmix")
+    slurm.add_argument("--release", action="store_true",
+                       help="quantum group as a service the script attaches to (monitor_engine.attach); "
+                            "its component is cancelled as soon as the script releases it")
     slurm.add_argument("-o", "--output", help="write the script here instead of printing it")
     slurm.add_argument("script")
     slurm.set_defaults(func=_cmd_slurm)
 
+    serve = sub.add_parser("serve", help="run a quantum service: Q monitors that classical jobs attach to (MPI DPM)")
+    serve.add_argument("-q", "--quantum", type=int, default=2, help="monitors (default 2)")
+    serve.add_argument("--port-dir", help="rendezvous directory shared with the clients (default $MPIQ_PORT_DIR)")
+    serve.add_argument("--devices", help="devices TOML (default: one ideal device per monitor on its host)")
+    serve.add_argument("--sessions", type=int, default=1,
+                       help="clients to serve, then exit (default 1: released = gone; 0: until --idle-timeout)")
+    serve.add_argument("--idle-timeout", type=float, default=600.0, help="exit when no client came for this long (s)")
+    serve.add_argument("--session-timeout", type=float, default=3600.0, help="give up on a silent client after this long (s)")
+    serve.add_argument("--timeout", type=float, default=0, help="default timeout of the hybrid communicator (s)")
+    serve.add_argument("--json", action="store_true", help="print the service report as one SERVICE {...} line")
+    serve.set_defaults(func=_cmd_serve)
+
     _add_ghz_commands(sub)
+    _add_distribute_commands(sub)
     return parser
 
 
@@ -139,6 +179,13 @@ def _add_ghz_commands(sub) -> None:
         from .ghz.cli import add_commands
     except ImportError:
         return
+    add_commands(sub)
+
+
+def _add_distribute_commands(sub) -> None:
+    """``distribute`` lives with the distributed execution (``mpiq_magic.distribute.cli``)."""
+    from .distribute.cli import add_commands
+
     add_commands(sub)
 
 

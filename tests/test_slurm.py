@@ -1,59 +1,144 @@
-"""`mpiq slurm` writes a heterogeneous-job script whose devices file binds monitors to the
-quantum group's nodes. No SLURM here: tiny `scontrol`/`srun` stand-ins on PATH play the
-allocation (this machine as every node), and `srun` runs the job under the bundled mpiexec, so
-the generated devices file goes through the real kernel.init binding check."""
+"""`mpiq slurm` scripts submitted with `sbatch` to a real single-host SLURM (.ci/slurm-up.sh:
+partitions `cpu` (node cpu0) and `qpu` (node qpu0), both this machine). The fixture starts that
+SLURM once if it is not up (as root, with Debian's slurm-wlm installed; `.ci/run` installs it) and
+leaves it running for the rest of the session; elsewhere the SLURM tests skip with the reason."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from mpiq_magic.cli import main
 from mpiq_magic.kernel import load_devices
-from mpiq_magic.launch import mpiexec_path
 
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240)]
 
 JOB = """
+import os
+from mpi4py import MPI
 from mpiq_magic import kernel as mpiq
 hc = mpiq.init()
-print(f"ROLE {hc.role} {hc.rank if hc.is_classical else hc.qrank} {hc.device.key if hc.is_quantum else ''}", flush=True)
+who = hc.rank if hc.is_classical else hc.qrank
+dev = hc.device.key if hc.is_quantum else ''
+print(f"ROLE {hc.role} {who} {os.environ.get('SLURMD_NODENAME')} {MPI.COMM_WORLD.Get_size()} {dev}", flush=True)
 hc.free()
 """
 
+RELEASE_JOB = r"""
+import json, subprocess, time
+from mpi4py import MPI
+from monitor_engine.attach import attach
+from mpiq_magic.ghz.pipeline import run_ghz
 
-def test_generated_hetjob_binds_monitors_to_the_quantum_nodes(tmp_path):
+att = attach(timeout=120, wait=150)
+ghz = att.collective(run_ghz, 8, 2, shots=256)
+report = att.release()
+out = {"released": report.released_at, "world": MPI.COMM_WORLD.Get_size()}
+if ghz is not None:
+    out["ghz"] = {k: int(v) for k, v in ghz.counts.items()}
+# still running: the qpu node must come free now, not when this job ends
+deadline = time.time() + 60
+state = ""
+while time.time() < deadline:
+    state = subprocess.run(["sinfo", "-h", "-p", "qpu", "-o", "%T"], capture_output=True, text=True).stdout.strip()
+    if state == "idle":
+        break
+    time.sleep(0.5)
+out["qpu_state"], out["qpu_idle_at"] = state, time.time()
+print("CLIENT " + json.dumps(out), flush=True)
+time.sleep(2)
+"""
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The environment for sbatch/srun on the test SLURM (starts it once; skips if it cannot run)."""
+    conf = os.environ.get("MPIQ_SLURM_DIR", "/tmp/mpiq-slurm") + "/slurm.conf"
+    env = {**os.environ, "SLURM_CONF": conf}
+    if subprocess.run(["which", "sbatch"], capture_output=True).returncode != 0:
+        pytest.skip("SLURM is not installed here (Debian: apt-get install slurm-wlm munge, or run .ci/run as root).")
+    proc = subprocess.run(["timeout", "90", str(REPO / ".ci" / "slurm-up.sh")], capture_output=True, text=True)
+    if proc.returncode == 3:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, f"the test SLURM did not come up:\n{proc.stderr}"
+    # the jobs run this checkout's code with this Python
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env["UCX_LOG_LEVEL"] = "error"
+    # two steps of one het job on one host: MPICH's shared-memory bootstrap once collided
+    env["MPIR_CVAR_NOLOCAL"] = "1"
+    return env
+
+
+def _sbatch(script: Path, env: dict, cwd: Path) -> str:
+    out = subprocess.run(["timeout", "30", "sbatch", "--parsable", "-o", str(cwd / "slurm-%j.out"), str(script)],
+                         capture_output=True, text=True, env=env, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split(";")[0]
+
+
+def _wait(job: str, env: dict, limit: float = 200) -> str:
+    """Wait (bounded) until ``job`` left the queue; its final state line from scontrol."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, env=env)
+        if q.returncode == 0 and not q.stdout.strip():
+            break
+        time.sleep(0.5)
+    else:
+        subprocess.run(["scancel", job], env=env)
+        pytest.fail(f"SLURM job {job} did not finish within {limit:g} s")
+    info = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, env=env).stdout
+    return info
+
+
+def test_hetjob_is_one_comm_world_with_the_monitors_on_qpu0(tmp_path, slurm):
     script = tmp_path / "job.sh"
     (tmp_path / "run.py").write_text(JOB)
-    assert main(["slurm", "--classical-partition", "cpu", "--quantum-partition", "qpu", "-c", "1", "-q", "3",
-                 "--quantum-nodes", "1", "--num-qubits", "16", "--python", sys.executable, "-o", str(script),
-                 str(tmp_path / "run.py")]) == 0
+    assert main(["slurm", "--classical-partition", "cpu", "--quantum-partition", "qpu", "-c", "1", "-q", "2",
+                 "--num-qubits", "16", "--python", sys.executable, "--srun-args=--mpi=pmi2", "--time", "00:05:00",
+                 "-o", str(script), str(tmp_path / "run.py")]) == 0
     text = script.read_text()
-    assert "#SBATCH hetjob" in text and "--partition=qpu --nodes=1 --ntasks=3" in text
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    assert "#SBATCH hetjob" in text and "--partition=qpu --nodes=1 --ntasks=2" in text
+    job = _sbatch(script, slurm, tmp_path)
+    info = _wait(job, slurm)
+    output = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "JobState=COMPLETED" in info and "ExitCode=0:0" in info, info + output
     host = socket.gethostname()
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho {host}\n")
-    # srun stand-in: "srun -u -l EXE : EXE" -> one mpiexec with classical + quantum tasks
-    (bin_dir / "srun").write_text(
-        f"#!/bin/sh\nexec {mpiexec_path()} -n $((MPIQ_CLASSICAL + 3)) {sys.executable} {tmp_path / 'run.py'}\n"
-    )
-    for tool in ("scontrol", "srun"):
-        os.chmod(bin_dir / tool, 0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "42",
-           "SLURM_JOB_NODELIST_HET_GROUP_1": host}
-    proc = subprocess.run(["timeout", "90", "bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    devices = load_devices(tmp_path / "mpiq-devices.42.toml")
-    assert [d.key for d in devices] == [(host, 0), (host, 1), (host, 2)]
-    assert all(d.num_qubits == 16 for d in devices)
-    roles = sorted(re.findall(r"ROLE (\w+ \d+ (?:\('[^']*', \d+\))?)", proc.stdout))  # ranks' lines may interleave
-    assert roles == ["classical 0 ", f"quantum 0 ('{host}', 0)", f"quantum 1 ('{host}', 1)", f"quantum 2 ('{host}', 2)"]
+    devices = load_devices(tmp_path / f"mpiq-devices.{job}.toml")
+    assert [d.key for d in devices] == [(host, 0), (host, 1)]  # NodeHostName of qpu0, not its node name
+    roles = sorted(re.findall(r"ROLE (.*)", output))
+    assert roles == ["classical 0 cpu0 3 ", f"quantum 0 qpu0 3 ('{host}', 0)", f"quantum 1 qpu0 3 ('{host}', 1)"], output
+
+
+def test_release_hetjob_frees_the_qpu_node_while_the_classical_side_runs(tmp_path, slurm):
+    script = tmp_path / "job.sh"
+    (tmp_path / "run.py").write_text(RELEASE_JOB)
+    assert main(["slurm", "--classical-partition", "cpu", "--quantum-partition", "qpu", "-c", "1", "-q", "2",
+                 "--num-qubits", "16", "--python", sys.executable, "--srun-args=--mpi=pmi2", "--time", "00:05:00",
+                 "--release", "-o", str(script), str(tmp_path / "run.py")]) == 0
+    assert "scancel \"$SLURM_JOB_ID+1\"" in script.read_text()
+    job = _sbatch(script, slurm, tmp_path)
+    info = _wait(job, slurm)
+    output = (tmp_path / f"slurm-{job}.out").read_text()
+    service = (tmp_path / f"mpiq-service.{job}.txt").read_text()
+    (client,) = [json.loads(line[7:]) for line in output.splitlines() if line.startswith("CLIENT ")]
+    assert client["world"] == 1  # the classical job's own COMM_WORLD
+    assert set(client["ghz"]) == {"0" * 8, "1" * 8} and sum(client["ghz"].values()) == 256
+    assert client["qpu_state"] == "idle", output  # seen by the classical job, which still ran
+    (report,) = [json.loads(line[8:]) for line in service.splitlines() if line.startswith("SERVICE ")]
+    (session,) = report["sessions"]
+    assert session["executed"] == 2 and report["stopped"] == "once"
+    assert client["qpu_idle_at"] - client["released"] < 30
+    assert "ExitCode=0:0" in info, info + output + service
 
 
 def test_bad_hetjob_arguments_are_refused(capsys):

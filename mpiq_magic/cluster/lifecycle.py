@@ -35,9 +35,11 @@ from ..events import ProgressCallback
 from ..kernel.errors import ConfigError
 from ..kernel.hosts import node_id
 from . import barrier as _barrier
+from . import distribute as _distribute
 from . import engine as _engine
 from . import gather as _gather
 from . import ghz as _ghz
+from . import primitives as _primitives
 from . import processes as _proc
 from . import run as _run
 from . import scatter as _scatter
@@ -480,6 +482,28 @@ class HybridCluster:
         """
         return _ghz.ghz(self, qubits, nodes=nodes, blocks=blocks, shots=shots, serial=serial,
                         timeout=timeout, progress=progress)
+
+    def distribute(self, circuit, *, shots: int = 1024, partition=None, monitors: int | None = None,
+                   max_variants: int = 16, optimization_level: int = 1, timeout: float | None = None,
+                   progress: ProgressCallback | None = None):
+        """Run ``circuit`` across the monitors with exact feed-forward cuts
+        (:func:`mpiq_magic.distribute.execute.distribute`); returns the ``DistributeResult``.
+
+        Raises:
+            ClusterUsageError: not a circuit, bad ``monitors`` or ``shots``.
+            HybridClusterError: the run failed or was refused (e.g. a cut that is not feed-forward).
+        """
+        return _distribute.distribute(self, circuit, shots=shots, partition=partition, monitors=monitors,
+                                      max_variants=max_variants, optimization_level=optimization_level,
+                                      timeout=timeout, progress=progress)
+
+    def sampler(self, **options: Any):
+        """A Qiskit ``SamplerV2`` on this cluster (:class:`mpiq_magic.primitives.SamplerV2`)."""
+        return _primitives.sampler(self, **options)
+
+    def estimator(self, **options: Any):
+        """A Qiskit ``EstimatorV2`` on this cluster (:class:`mpiq_magic.primitives.EstimatorV2`)."""
+        return _primitives.estimator(self, **options)
 
     # ------------------------------------------------------------------ plumbing
     def _require(self) -> None:

@@ -25,7 +25,10 @@ from .errors import (
     ConfigError,
     MPIQError,
     MPIQTimeoutError,
+    ProcessFailure,
+    ProcessFailures,
     SendQError,
+    UsageError,
 )
 from .topology import Topology, check_binding, local_host_info, map_classical, map_quantum
 from .waiting import DEFAULT_TIMEOUT, Deadline, poll
@@ -58,7 +61,7 @@ __all__ = [
     "init", "HybridComm", "Request", "Rank", "QRank", "Device", "ANY_SOURCE", "ANY_TAG",
     "CC", "QQ", "ALL", "BarrierFlag", "BarrierRecord", "DeviceSpec", "Topology",
     "load_devices", "default_devices", "MPIQError", "ConfigError", "BindingError",
-    "AddressError", "SendQError", "MPIQTimeoutError", "waitall", "waitany", "testall", "testany",
+    "AddressError", "SendQError", "MPIQTimeoutError", "UsageError", "ProcessFailure", "ProcessFailures", "waitall", "waitany", "testall", "testany",
     "LIBRARY_LAYERS",
 ]
 

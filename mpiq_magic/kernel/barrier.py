@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from .errors import MPIQError, MPIQTimeoutError
+from .errors import MPIQError, MPIQTimeoutError, UsageError
 from .waiting import Deadline, poll
 
 if TYPE_CHECKING:
@@ -421,5 +421,5 @@ def run(hc: "HybridComm", flag: int, deadline: Deadline, record: bool) -> Barrie
     try:
         fn = _BY_FLAG[flag]
     except KeyError:
-        raise ValueError(f"A barrier flag is CC (0), ALL (1) or QQ (2), got {flag!r}.") from None
+        raise UsageError(f"A barrier flag is CC (0), ALL (1) or QQ (2), got {flag!r}.") from None
     return fn(hc, deadline, record)

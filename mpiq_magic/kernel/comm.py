@@ -18,7 +18,7 @@ from . import barrier as _barrier
 from . import collectives as _coll
 from .addressing import ANY_SOURCE, ANY_TAG, Address, Device, QRank, Rank, as_address
 from .config import DeviceSpec
-from .errors import AddressError, MPIQError, MPIQTimeoutError
+from .errors import AddressError, MPIQError, MPIQTimeoutError, UsageError
 from .requests import (
     BufferReceive,
     Engine,
@@ -433,7 +433,7 @@ class HybridComm:
             items = split_circuit(items, send_q)
         items = list(items)
         if len(items) != self.quantum_size:
-            raise ValueError(
+            raise UsageError(
                 f"scatter needs one item per quantum process: got {len(items)} item(s) for "
                 f"{self.quantum_size} qrank(s)."
             )

@@ -15,6 +15,8 @@ import os
 import time
 from typing import Callable, TypeVar
 
+from .errors import UsageError
+
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = float(os.environ.get("MPIQ_TIMEOUT", "120"))
@@ -40,7 +42,7 @@ class Deadline:
     def __init__(self, timeout: float | None):
         self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
         if self.timeout <= 0:
-            raise ValueError(f"A timeout must be > 0 seconds, got {self.timeout!r}.")
+            raise UsageError(f"A timeout must be > 0 seconds, got {self.timeout!r}.")
         self.end = time.monotonic() + self.timeout
 
     def expired(self) -> bool:
