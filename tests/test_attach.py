@@ -72,7 +72,12 @@ def _client(tmp_path: Path, port_dir: Path, n: int = 1, hold: float = 0.0, limit
 
 
 def _lines(text: str, tag: str) -> list[dict]:
-    return [json.loads(line[len(tag) + 1:]) for line in text.splitlines() if line.startswith(tag + " ")]
+    """Every ``TAG {json}`` record in ``text``; two ranks' lines may interleave on one line."""
+    decoder, out, start = json.JSONDecoder(), [], 0
+    while (at := text.find(tag + " {", start)) >= 0:
+        value, start = decoder.raw_decode(text, at + len(tag) + 1)
+        out.append(value)
+    return out
 
 
 def test_two_jobs_attach_run_and_release(tmp_path):
