@@ -38,6 +38,8 @@ CLIFFORD_GATES = frozenset(
 )
 #: Non-unitary instructions and directives every method handles.
 NON_GATES = frozenset({"measure", "reset", "barrier", "delay"})
+#: Seed increment between sweep rows (monitor_engine.protocol.SEED_STRIDE; Aer's own).
+_SEED_STRIDE = 2113
 #: Fraction of available memory one statevector may take when no limit is given.
 MEMORY_FRACTION = 0.5
 
@@ -58,6 +60,26 @@ class DeviceBackend(ABC):
     @abstractmethod
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None) -> BackendRun:
         """Run ``circuit`` for ``shots`` shots; ``memory`` is packed as BitArray bytes."""
+
+    def run_sweep(
+        self, circuit: QuantumCircuit, binds: dict, rows: int, shots: int, seed: int | None
+    ) -> tuple[np.ndarray, str]:
+        """Run a parameterized ``circuit`` once per row of ``binds`` (``{Parameter: values}``, each
+        ``values`` of length ``rows``); returns packed shots ``(rows, shots, ceil(clbits/8))`` and the
+        method. Row *r* is seeded with ``seed + SEED_STRIDE * r`` (see
+        :data:`monitor_engine.protocol.SEED_STRIDE`). Binding values is not compiling.
+
+        The default binds each row and calls :meth:`run`; backends may run all rows at once.
+        """
+        nbytes = (circuit.num_clbits + 7) // 8
+        memory = np.zeros((rows, shots, nbytes), dtype=np.uint8)
+        method = self.name
+        for r in range(rows):
+            bound = circuit.assign_parameters({p: v[r] for p, v in binds.items()}) if binds else circuit
+            run = self.run(bound, shots, None if seed is None else seed + _SEED_STRIDE * r)
+            memory[r] = run.memory
+            method = run.method
+        return memory, method
 
     def prepare(self) -> None:
         """Do one-time setup (imports, noise models) before the first run; optional."""
@@ -305,6 +327,31 @@ class AerDeviceBackend(DeviceBackend):
         memory = pack_hex_memory(getattr(data, "memory", None) or ["0x0"] * shots, num_bits)
         counts = hex_counts_to_bitstrings(getattr(data, "counts", None) or {}, num_bits, shots)
         return BackendRun(counts, memory, method)
+
+    def run_sweep(
+        self, circuit: QuantumCircuit, binds: dict, rows: int, shots: int, seed: int | None
+    ) -> tuple[np.ndarray, str]:
+        """All rows in one Aer run (``parameter_binds``: Aer binds, nothing is transpiled)."""
+        if not binds or rows == 1:
+            return super().run_sweep(circuit, binds, rows, shots, seed)
+        method = self.choose_method(circuit)
+        options: dict[str, Any] = {
+            "shots": shots, "memory": True,
+            "parameter_binds": [{p: [float(x) for x in v] for p, v in binds.items()}],
+        }
+        if seed is not None:
+            options["seed_simulator"] = seed
+        result = self._simulator(method).run(circuit, **options).result()
+        if not result.success:
+            raise BackendError(
+                f"Aer ({method}) failed to run parameterized circuit '{circuit.name}' on device "
+                f"{self.spec.name}: {_aer_status(result)}"
+            )
+        nbytes = (circuit.num_clbits + 7) // 8
+        memory = np.empty((rows, shots, nbytes), dtype=np.uint8)
+        for r, experiment in enumerate(result.results):
+            memory[r] = pack_hex_memory(getattr(experiment.data, "memory", None) or ["0x0"] * shots, circuit.num_clbits)
+        return memory, method
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,12 @@ sent over the ``"dispatch"`` layer context, executed by the monitor's :func:`~mo
 loop, and its result streams back as soon as it has run. One deadline bounds the job; a monitor
 found dead has its unfinished stateless shares re-placed on survivors that fit (``failover``);
 the :class:`DispatchResult` keeps every result that arrived and names what is missing.
+
+A share with ``values`` is a parameter sweep: its circuit is compiled once per (structure, device
+target) with its parameters unbound, the monitor caches the payload (bounded, see
+:data:`~monitor_engine.protocol.PAYLOAD_SLOTS`), and later shares send only the payload id and a
+numpy array of parameter values (:class:`~monitor_engine.protocol.Sweep`). The dispatcher mirrors
+each monitor's cache to know when the payload must travel again; evictions are reported.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import itertools
 import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -47,6 +54,12 @@ class Share:
     device: tuple[str, int] | None = None
     shots: int = 1024
     job_id: str | None = None
+    #: a sweep: float array (rows, len(parameters)); the circuit keeps its parameters unbound
+    values: Any = None
+    #: parameter names of the columns of ``values`` (default: the circuit's, in its order)
+    parameters: tuple[str, ...] | None = None
+    #: seed of row 0 of a sweep (row r: seed + r); None: derived on the monitor
+    seed: int | None = None
 
     @property
     def pinned(self) -> bool:
@@ -95,6 +108,11 @@ class DispatchResult:
     payload_bytes: int = 0
     compile_cache: CacheStats = field(default_factory=CacheStats)
     timings: DispatchTimings = field(default_factory=DispatchTimings)
+    #: sweeps: parameterized payloads sent in full (qrank -> count), bytes of parameter values
+    #: sent, and payload ids evicted from each monitor's cache by this job
+    payloads_sent: dict[int, int] = field(default_factory=dict)
+    values_bytes: int = 0
+    evicted: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -109,7 +127,10 @@ class Dispatcher:
     deadline ends a wait).
     """
 
-    def __init__(self, hc, *, cache=None, alive: Alive | None = None, namespace: str = "dispatch"):
+    def __init__(
+        self, hc, *, cache=None, alive: Alive | None = None, namespace: str = "dispatch",
+        payload_slots: int = P.PAYLOAD_SLOTS,
+    ):
         if not hc.is_classical:
             raise MonitorError(f"A Dispatcher runs on a classical rank, but this process is qrank {hc.qrank}.")
         from .payload import CompileCache
@@ -122,6 +143,9 @@ class Dispatcher:
         self._numbers = itertools.count(1)
         self._jobs: dict[P.JobId, _Job] = {}
         self._sends: list = []
+        self.payload_slots = int(payload_slots)
+        #: qrank -> payload ids that monitor holds for this dispatcher, least recently used first
+        self.held: dict[int, OrderedDict[str, None]] = {}
 
     def new_job(self) -> P.JobId:
         return (self.namespace, next(self._numbers))
@@ -249,19 +273,52 @@ class Dispatcher:
                         payload = compile_for(
                             device, share.circuit, shots=share.shots, cache=self.cache,
                             job_id=share.job_id or f"{state.job[0]}{state.job[1]}-s{index}",
+                            parameterized=share.values is not None,
                         )
                         state.cache_hits += payload.meta.get("cache_hit", False)
                         state.cache_misses += not payload.meta.get("cache_hit", False)
+                    item = payload if share.values is None else self._sweep(state, qrank, share, payload)
                 except Exception as exc:
                     state.errors[index] = f"{type(exc).__name__}: {exc}"
                     state.open.discard(index)
                     continue
-                state.payload_bytes += payload.nbytes
-                items.append((index, payload))
+                if item is payload or item.payload is not None:
+                    state.payload_bytes += payload.nbytes
+                items.append((index, item))
                 state.load[qrank] = state.load.get(qrank, 0) + 1
             state.t_compile += time.perf_counter() - t0
             if items:
                 self._post(state, qrank, tuple(items))
+
+    def _sweep(self, state: "_Job", qrank: int, share: Share, payload) -> P.Sweep:
+        """The batch item of a sweep share: the payload id and values, plus the payload itself
+        when the monitor's cache (as mirrored here) does not hold it."""
+        import numpy as np
+
+        values = np.ascontiguousarray(share.values, dtype=np.float64)
+        names = tuple(share.parameters) if share.parameters is not None else tuple(p.name for p in share.circuit.parameters)
+        if values.ndim != 2 or values.shape[1] != len(names):
+            raise ValueError(
+                f"A sweep needs values of shape (rows, {len(names)}) for parameters {list(names)}, "
+                f"got shape {values.shape}."
+            )
+        held = self.held.setdefault(qrank, OrderedDict())
+        send = payload.payload_id not in held
+        held[payload.payload_id] = None
+        held.move_to_end(payload.payload_id)
+        while len(held) > max(1, self.payload_slots):
+            state.evicted.setdefault(qrank, []).append(held.popitem(last=False)[0])
+        if send:
+            state.payloads_sent[qrank] = state.payloads_sent.get(qrank, 0) + 1
+        state.values_bytes += values.nbytes
+        return P.Sweep(
+            payload.payload_id, values, names, int(share.shots), payload.job_id,
+            seed=share.seed, payload=payload if send else None, slots=self.payload_slots,
+        )
+
+    def forget(self, qrank: int, payload_id: str) -> None:
+        """The monitor does not hold ``payload_id`` (it said so): send it in full next time."""
+        self.held.get(qrank, {}).pop(payload_id, None)
 
     def _post(self, state: "_Job", qrank: int, items: tuple) -> None:
         self._isend(P.Batch(state.job, self.hc.comm_rank, items, final=not state.failover, sent_at=time.time()), qrank)
@@ -289,6 +346,8 @@ class Dispatcher:
         if isinstance(message, P.ShareReply):
             if message.detached:
                 message.result.memory = self.comm.recv(QRank(message.qrank), P.DATA_TAG, timeout=max(wait, 5.0))
+            if getattr(message.result, "missing_payload", False):
+                self.forget(message.qrank, message.result.payload_id)
             state = self._jobs.get(message.job)
             if state is not None:
                 state.take(message, time.time())
@@ -351,6 +410,9 @@ class _Job:
     payload_bytes: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    payloads_sent: dict[int, int] = field(default_factory=dict)
+    values_bytes: int = 0
+    evicted: dict[int, list[str]] = field(default_factory=dict)
     done: dict[int, int] = field(default_factory=dict)
     t_start: float = 0.0
     t_place: float = 0.0
@@ -410,6 +472,9 @@ class _Job:
                 collect=end - self.t_sent,
                 total=end - self.t_start,
             ),
+            payloads_sent=dict(self.payloads_sent),
+            values_bytes=self.values_bytes,
+            evicted={q: list(ids) for q, ids in self.evicted.items()},
         )
 
 

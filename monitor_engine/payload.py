@@ -2,7 +2,10 @@
 
 :func:`compile_for` transpiles a circuit to the Target of the device it will run on and wraps the
 ISA circuit as QPY bytes in a :class:`Payload`. Equal-shaped circuits compile once per target
-through a :class:`CompileCache`.
+through a :class:`CompileCache`. With ``parameterized=True`` the circuit may keep unbound
+parameters: the payload then has a ``payload_id`` (stable in circuit structure and device target),
+monitors cache it and later runs send only that id and parameter values
+(:class:`~monitor_engine.protocol.Sweep`); the monitor binds them, which is not compiling.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ class Payload:
     num_qubits: int
     num_clbits: int
     meta: dict = field(default_factory=dict)
+    payload_id: str | None = None  # set for parameterized payloads (monitors cache them by it)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Names of the unbound parameters of a parameterized payload (empty when bound)."""
+        return tuple(self.meta.get("parameters", ())) if isinstance(self.meta, dict) else ()
 
     @property
     def device_name(self) -> str:
@@ -77,6 +86,7 @@ class _Compiled(NamedTuple):
     num_clbits: int
     physical_qubits: list[int] | None
     compile_seconds: float
+    parameters: tuple[str, ...] = ()
 
 
 class CompileCache:
@@ -188,6 +198,7 @@ def compile_for(
     cache: CompileCache | None = None,
     optimization_level: int = 1,
     seed_transpiler: int | None = 0,
+    parameterized: bool = False,
 ) -> Payload:
     """Compile ``circuit`` for ``device``'s Target and wrap it as a device-ready :class:`Payload`.
 
@@ -195,8 +206,17 @@ def compile_for(
     compiled or sent. ``cache`` defaults to :data:`DEFAULT_CACHE`; ``job_id`` defaults to
     ``job-<n>`` (a per-process counter). The payload's ``meta`` records the circuit name,
     whether the cache hit, the compile time and the physical qubit of each circuit qubit.
+
+    ``parameterized``: the circuit may keep unbound parameters; the payload gets a ``payload_id``
+    (a digest of circuit structure, compile options and device target) and ``meta["parameters"]``
+    (the parameter names the ISA circuit kept). Without it, unbound parameters are refused.
+
+    Raises:
+        CircuitTooWideError: the circuit is wider than the device.
+        CompileError: unbound parameters (not ``parameterized``), or the transpiler failed.
+        UsageError: ``shots`` is not a positive integer.
     """
-    _check_compilable(device, circuit, shots)
+    _check_compilable(device, circuit, shots, parameterized)
     cache = DEFAULT_CACHE if cache is None else cache
     key = (structure_key(circuit), isa_fingerprint(device), optimization_level, seed_transpiler)
     entry = cache.get(key)
@@ -204,10 +224,14 @@ def compile_for(
     if entry is None:
         entry = _compile(device, circuit, optimization_level, seed_transpiler)
         cache.put(key, entry)
+    fingerprint = target_fingerprint(device)
+    payload_id = None
+    if parameterized:
+        payload_id = hashlib.blake2b(repr((key, fingerprint)).encode(), digest_size=12).hexdigest()
     return Payload(
         job_id=job_id if job_id is not None else f"job-{next(_job_counter)}",
         device=device.key,
-        fingerprint=target_fingerprint(device),
+        fingerprint=fingerprint,
         qpy=entry.qpy,
         shots=int(shots),
         num_qubits=entry.num_qubits,
@@ -218,11 +242,13 @@ def compile_for(
             "compile_seconds": 0.0 if hit else entry.compile_seconds,
             "physical_qubits": entry.physical_qubits,
             "optimization_level": optimization_level,
+            **({"parameters": entry.parameters} if parameterized else {}),
         },
+        payload_id=payload_id,
     )
 
 
-def _check_compilable(device: DeviceSpec, circuit: QuantumCircuit, shots: Any) -> None:
+def _check_compilable(device: DeviceSpec, circuit: QuantumCircuit, shots: Any, parameterized: bool = False) -> None:
     """Refuse, before any work, what cannot become a payload for ``device``."""
     problem = None
     if not isinstance(shots, (int, np.integer)) or isinstance(shots, bool) or shots < 1:
@@ -233,7 +259,7 @@ def _check_compilable(device: DeviceSpec, circuit: QuantumCircuit, shots: Any) -
             f"has {device.num_qubits}; it was not compiled or sent. Cut it into blocks of at most "
             f"{device.num_qubits} qubits or choose a wider device."
         )
-    elif circuit.parameters:
+    elif circuit.parameters and not parameterized:
         problem = CompileError(
             f"Circuit '{circuit.name}' has unbound parameters {sorted(p.name for p in circuit.parameters)}; "
             f"bind them before compiling it for device {device.name}."
@@ -260,7 +286,10 @@ def _compile(device: DeviceSpec, circuit: QuantumCircuit, level: int, seed: int 
     physical = (
         isa.layout.final_index_layout() if isa.layout is not None else list(range(circuit.num_qubits))
     )
-    return _Compiled(data, isa.num_qubits, isa.num_clbits, physical, time.perf_counter() - start)
+    return _Compiled(
+        data, isa.num_qubits, isa.num_clbits, physical, time.perf_counter() - start,
+        tuple(p.name for p in isa.parameters),
+    )
 
 
 def _coupling_name(device: DeviceSpec) -> str:

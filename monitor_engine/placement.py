@@ -4,12 +4,16 @@ A share pinned to a qrank, a device address ``(host, device_id)``, or holding a 
 compiled for one device goes there; any other share goes to the least-loaded live monitor whose
 device is wide enough for its circuit (ties: the lowest qrank, so equal devices are dealt
 round-robin). A circuit that fits no device is placed as if it did: compiling it for that device
-then refuses it with ``CircuitTooWideError`` naming both widths, and nothing is sent.
+then refuses it with ``CircuitTooWideError`` naming both widths, and nothing is sent. Workloads that
+spread work themselves (the primitives) ask :func:`fitting` first, which refuses such a circuit up
+front with the widest device named and cutting suggested.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple, Sequence
+
+from .errors import CircuitTooWideError
 
 
 class Placement(NamedTuple):
@@ -62,3 +66,33 @@ def _least_loaded(share, devices, live, counts) -> tuple[int | None, str | None]
         return None, "Every monitor is dead; no live monitor can take the share."
     fits = [q for q in live if devices[q].num_qubits >= width] or list(live)
     return min(fits, key=lambda q: (counts.get(q, 0), q)), None
+
+
+def fitting(width: int, devices: Sequence[Any], live: Sequence[int], name: str = "circuit") -> list[int]:
+    """The live qranks (in qrank order) whose device has at least ``width`` qubits.
+
+    Raises:
+        CircuitTooWideError: no device of the communicator is that wide (the message names the
+            width, the widest device, and points at circuit cutting); nothing was compiled or sent.
+        MonitorError: devices wide enough exist but none of their monitors is live.
+    """
+    if not devices or width > max(spec.num_qubits for spec in devices):
+        widest = max(range(len(devices)), key=lambda q: devices[q].num_qubits) if devices else None
+        where = (
+            f"the widest device, {devices[widest].name} (qrank {widest}), has {devices[widest].num_qubits}"
+            if widest is not None else "the communicator has no device"
+        )
+        raise CircuitTooWideError(
+            f"{name} has {width} qubits but {where}; nothing was compiled or sent. Cut it into pieces "
+            "that fit (qiskit-addon-cutting: partition_problem or cut_wires, then "
+            "generate_cutting_experiments) or add a wider device."
+        )
+    fits = [q for q in live if devices[q].num_qubits >= width]
+    if not fits:
+        from .errors import MonitorError
+
+        wide = [q for q in range(len(devices)) if devices[q].num_qubits >= width]
+        raise MonitorError(
+            f"{name} has {width} qubits; only qrank(s) {wide} are wide enough and none of them is live."
+        )
+    return fits

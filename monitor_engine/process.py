@@ -13,9 +13,9 @@ import hashlib
 import os
 import secrets
 import time
-from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 from qiskit.primitives.containers import BitArray
@@ -74,6 +74,87 @@ class ExecutionResult:
         }
 
 
+@dataclass
+class SweepResult:
+    """The outcome of one :class:`~monitor_engine.protocol.Sweep`: one row of shots per
+    parameter-value row.
+
+    ``memory`` is ``uint8`` ``(rows, shots, ceil(num_bits / 8))`` in BitArray layout;
+    ``cache_hit`` says the payload was already cached here (only the values travelled);
+    ``evicted`` names payload ids this sweep pushed out of the cache; ``missing_payload`` is set
+    when the sweep named a payload this monitor does not hold (nothing ran; the dispatcher must
+    send it again). ``timings`` as for :class:`ExecutionResult` plus ``bind`` (set up binding).
+    """
+
+    memory: np.ndarray
+    num_bits: int
+    shots: int
+    rows: int
+    qrank: int | None
+    device: tuple[str, int] | None
+    method: str | None
+    timings: dict[str, float]
+    job_id: str
+    payload_id: str
+    error: str | None = None
+    seed: int | None = None
+    cache_hit: bool = False
+    evicted: tuple = ()
+    missing_payload: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Counts over every row (for progress views and summaries)."""
+        if self.memory.size == 0:
+            return {}
+        return BitArray(self.memory.reshape(-1, self.memory.shape[-1]), self.num_bits).get_counts()
+
+
+class _Stored(NamedTuple):
+    payload: Payload
+    circuit: Any  # the loaded, checked ISA circuit (unbound)
+    parameters: dict  # name -> Parameter of the ISA circuit
+
+
+class PayloadStore:
+    """Parameterized payloads a monitor holds, per dispatcher (``reply_to``), least recently used
+    evicted first. Each dispatcher mirrors its own part, so it knows when to send a payload again."""
+
+    def __init__(self):
+        self._parts: dict[int, OrderedDict[str, _Stored]] = {}
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def get(self, owner: int, payload_id: str) -> _Stored | None:
+        part = self._parts.get(owner)
+        entry = None if part is None else part.get(payload_id)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        part.move_to_end(payload_id)
+        return entry
+
+    def put(self, owner: int, payload_id: str, entry: _Stored, slots: int) -> tuple[str, ...]:
+        part = self._parts.setdefault(owner, OrderedDict())
+        part[payload_id] = entry
+        part.move_to_end(payload_id)
+        evicted = []
+        while len(part) > max(1, slots):
+            evicted.append(part.popitem(last=False)[0])
+        self.evictions += len(evicted)
+        return tuple(evicted)
+
+    def stats(self, owner: int | None = None) -> dict[str, Any]:
+        entries = sum(len(p) for p in self._parts.values()) if owner is None else len(self._parts.get(owner, ()))
+        return {"entries": entries, "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
+
+
 def derive_seed(device_seed: int | None, job_id: str) -> int:
     """The simulator seed of a job: stable in (device seed, job id), random without a device seed."""
     if device_seed is None:
@@ -129,6 +210,7 @@ class MonitorProcess:
         self.started = time.time()
         self.stats: Counter[str] = Counter()
         self.methods: Counter[str] = Counter()
+        self.store = PayloadStore()
 
     def __repr__(self) -> str:
         return f"<MonitorProcess qrank={self.qrank} device={self.spec.name} backend={self.backend.name}>"
@@ -189,6 +271,89 @@ class MonitorProcess:
             seed=seed,
         )
 
+    def execute_sweep(self, sweep, owner: int, *, sent_at: float | None = None) -> SweepResult:
+        """Run a :class:`~monitor_engine.protocol.Sweep` from dispatcher ``owner``: cache its payload
+        (checked once, when it arrives), bind each row of values, run. Never raises: a refused or
+        failed sweep has ``error`` set; one naming a payload not held here has ``missing_payload``.
+        """
+        timings = {"receive": max(0.0, time.time() - sent_at) if sent_at else 0.0,
+                   "load": 0.0, "bind": 0.0, "execute": 0.0, "reply": 0.0}
+        t0 = time.perf_counter()
+        evicted: tuple = ()
+        hit = sweep.payload is None
+        try:
+            if sweep.payload is not None:
+                payload = sweep.payload
+                check_header(payload, self.spec, self.fingerprint, self.qrank)
+                circuit = load_circuit(payload.qpy)
+                check_circuit(payload, circuit, self.spec, self.target, self.qrank, allow_parameters=True)
+                entry = _Stored(payload, circuit, {p.name: p for p in circuit.parameters})
+                evicted = self.store.put(owner, sweep.payload_id, entry, sweep.slots)
+            else:
+                entry = self.store.get(owner, sweep.payload_id)
+                if entry is None:
+                    return self._sweep_error(
+                        sweep, timings,
+                        f"Monitor {self.spec.name} (qrank {self.qrank}) does not hold payload "
+                        f"{sweep.payload_id} (evicted, or its first batch never arrived); it must be sent again.",
+                        missing=True,
+                    )
+            values = np.asarray(sweep.values, dtype=np.float64)
+            rows = values.shape[0] if values.ndim == 2 else 0
+            if values.ndim != 2 or values.shape[1] != len(sweep.parameters):
+                raise PayloadError(
+                    f"Sweep {sweep.job_id} gives values of shape {values.shape} for parameters "
+                    f"{list(sweep.parameters)}; expected (rows, {len(sweep.parameters)})."
+                )
+            missing = sorted(set(entry.parameters) - set(sweep.parameters))
+            if missing:
+                raise PayloadError(f"Sweep {sweep.job_id} gives no values for parameters {missing}.")
+            if not isinstance(sweep.shots, int) or not 1 <= sweep.shots <= 10_000_000:
+                raise PayloadError(f"Sweep {sweep.job_id} asks for {sweep.shots!r} shots; runs take 1 to 10000000.")
+        except Exception as exc:
+            timings["load"] = time.perf_counter() - t0
+            self.stats["refused"] += 1
+            message = str(exc) if isinstance(exc, PayloadError) else (
+                f"Sweep {sweep.job_id} could not be loaded on monitor {self.spec.name} (qrank "
+                f"{self.qrank}): {type(exc).__name__}: {exc}"
+            )
+            return self._sweep_error(sweep, timings, message, evicted=evicted)
+        t1 = time.perf_counter()
+        timings["load"] = t1 - t0
+        column = {name: i for i, name in enumerate(sweep.parameters)}
+        binds = {param: values[:, column[name]] for name, param in entry.parameters.items()}
+        seed = derive_seed(self.spec.seed, sweep.job_id) if sweep.seed is None else int(sweep.seed)
+        t2 = time.perf_counter()
+        timings["bind"] = t2 - t1
+        try:
+            memory, method = self.backend.run_sweep(entry.circuit, binds, rows, sweep.shots, seed)
+        except Exception as exc:
+            timings["execute"] = time.perf_counter() - t2
+            self.stats["failed"] += 1
+            return self._sweep_error(
+                sweep, timings,
+                f"Sweep {sweep.job_id} failed on device {self.spec.name} (qrank {self.qrank}): "
+                f"{type(exc).__name__}: {exc}",
+                evicted=evicted,
+            )
+        timings["execute"] = time.perf_counter() - t2
+        self.stats["executed"] += rows
+        self.methods[method] += rows
+        return SweepResult(
+            memory=memory, num_bits=entry.circuit.num_clbits, shots=sweep.shots, rows=rows,
+            qrank=self.qrank, device=self.spec.key, method=method, timings=timings,
+            job_id=sweep.job_id, payload_id=sweep.payload_id, seed=seed, cache_hit=hit, evicted=evicted,
+        )
+
+    def _sweep_error(self, sweep, timings, message, *, missing=False, evicted=()) -> SweepResult:
+        num_bits = getattr(sweep.payload, "num_clbits", 0) or 0
+        return SweepResult(
+            memory=np.zeros((0, 0, (num_bits + 7) // 8), dtype=np.uint8), num_bits=num_bits, shots=0,
+            rows=0, qrank=self.qrank, device=self.spec.key, method=None, timings=timings,
+            job_id=str(getattr(sweep, "job_id", "?")), payload_id=str(getattr(sweep, "payload_id", "?")),
+            error=message, evicted=evicted, missing_payload=missing,
+        )
+
     def status(self) -> dict[str, Any]:
         """What this monitor is and has done (JSON-able)."""
         return {
@@ -204,6 +369,7 @@ class MonitorProcess:
             "refused": self.stats["refused"],
             "failed": self.stats["failed"],
             "methods": dict(self.methods),
+            "payload_cache": self.store.stats(),
             **self.backend.describe(),
         }
 

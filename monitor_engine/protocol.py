@@ -3,8 +3,11 @@
 They travel on the hybrid communicator's ``"dispatch"`` layer context (``hc.layer("dispatch")``),
 so no tag is taken from users:
 
-* dispatcher -> monitor, :data:`WORK_TAG`: a :class:`Batch` of ``(share index, payload)`` items
-  for one job, or a monitor-wide ``control`` request (``status``, ``barrier``, ``shutdown``);
+* dispatcher -> monitor, :data:`WORK_TAG`: a :class:`Batch` of ``(share index, item)`` items
+  for one job — an item is a :class:`~monitor_engine.payload.Payload` (bound, run as received) or
+  a :class:`Sweep` (a parameterized payload's id plus a numpy array of parameter values; the
+  payload itself travels only the first time, the monitor keeps it in a bounded cache) — or a
+  monitor-wide ``control`` request (``status``, ``barrier``, ``shutdown``);
   ``final`` ends the job on that monitor; ``abort`` ends it before any work was sent;
 * monitor -> dispatcher, :data:`REPLY_TAG`: a :class:`ShareReply` per executed payload, as soon
   as it has run (shot memory over :data:`DETACH_BYTES` follows on :data:`DATA_TAG` as a raw numpy
@@ -26,6 +29,13 @@ DATA_TAG = 3
 DETACH_BYTES = 1 << 20
 
 CONTROLS = ("status", "barrier", "shutdown")
+
+#: Parameterized payloads a monitor keeps per dispatcher (least recently used evicted first);
+#: a dispatcher mirrors this cache to know when the payload itself must travel again.
+PAYLOAD_SLOTS = 64
+#: Seed increment between the rows of a sweep: qiskit-aer's own increment between the experiments
+#: of one run with ``parameter_binds``, so one multi-row run and row-by-row runs sample alike.
+SEED_STRIDE = 2113
 
 #: A job is named by (namespace, number): numbers grow within a namespace, so a monitor can
 #: tell a stale batch (an earlier job that timed out) from one that came early.
@@ -57,6 +67,27 @@ class ShareReply(NamedTuple):
     detached: bool = False
 
 
+class Sweep(NamedTuple):
+    """One parameterized payload run for each row of ``values`` (a batch item, like a Payload).
+
+    ``values`` is a float64 array ``(rows, len(parameters))``; column *i* is the value of the
+    parameter named ``parameters[i]`` (the logical circuit's names; the ISA circuit keeps them).
+    ``payload`` is the parameterized :class:`~monitor_engine.payload.Payload` when the monitor
+    does not hold ``payload_id`` yet, else None. ``slots`` bounds the monitor's cache for this
+    dispatcher. ``seed`` seeds row 0; row *r* uses ``seed + SEED_STRIDE * r`` (None: derived from
+    the device seed and ``job_id``), so a sweep split over monitors samples as it would in one run.
+    """
+
+    payload_id: str
+    values: Any  # numpy.ndarray (rows, parameters), float64
+    parameters: tuple
+    shots: int
+    job_id: str
+    seed: int | None = None
+    payload: Any = None
+    slots: int = PAYLOAD_SLOTS
+
+
 class MonitorDone(NamedTuple):
     """A monitor's end of a job: what its hook and its execution took, or why it failed."""
 
@@ -70,6 +101,7 @@ class MonitorDone(NamedTuple):
     value: Any = None  # the answer to a control request
     error: str | None = None
     stage: str = "execute"
+    cache: dict | None = None  # parameterized-payload cache of this dispatcher on the monitor
 
 
 _COUNTERS: "weakref.WeakKeyDictionary[Any, dict[str, int]]" = weakref.WeakKeyDictionary()

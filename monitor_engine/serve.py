@@ -101,6 +101,8 @@ def serve(
         if batch.final or batch.abort is not None:
             jobs.pop(batch.job, None)
             done = state.done(batch.job, hc.qrank, hc.device.name)
+            if state.cache_owner is not None and hasattr(monitor, "store"):
+                done = done._replace(cache=monitor.store.stats(state.cache_owner))
             _send(comm, batch.reply_to, done)
             report.jobs += 1
             report.done.append(done)
@@ -118,6 +120,7 @@ class _JobState:
     executed: int = 0
     error: str | None = None
     stage: str = "execute"
+    cache_owner: int | None = None
 
     def done(self, job: P.JobId, qrank: int, device: str) -> P.MonitorDone:
         hooked = self.hooked if self.hooked is not None else self.received
@@ -142,9 +145,14 @@ def _run_batch(comm, monitor, batch: P.Batch, state: _JobState, hook: Hook | Non
             return
         finally:
             state.hooked = time.perf_counter()
-    for k, (index, payload) in enumerate(batch.items):
+    for k, (index, item) in enumerate(batch.items):
         t0 = time.perf_counter()
-        result = monitor.execute(payload, sent_at=batch.sent_at if k == 0 else None)
+        sent_at = batch.sent_at if k == 0 else None
+        if isinstance(item, P.Sweep):
+            result = monitor.execute_sweep(item, batch.reply_to, sent_at=sent_at)
+            state.cache_owner = batch.reply_to
+        else:
+            result = monitor.execute(item, sent_at=sent_at)
         seconds = time.perf_counter() - t0
         memory = result.memory
         detached = memory is not None and memory.nbytes > P.DETACH_BYTES

@@ -55,9 +55,14 @@ def check_header(payload: Payload, spec: DeviceSpec, fingerprint: str, qrank: in
 
 
 def check_circuit(
-    payload: Payload, circuit: QuantumCircuit, spec: DeviceSpec, target: Target, qrank: int | None = None
+    payload: Payload, circuit: QuantumCircuit, spec: DeviceSpec, target: Target, qrank: int | None = None,
+    *, allow_parameters: bool = False,
 ) -> None:
-    """Refuse a loaded circuit that does not match its header or leaves the device's ISA."""
+    """Refuse a loaded circuit that does not match its header or leaves the device's ISA.
+
+    ``allow_parameters``: a parameterized payload (cached, bound per run) may keep the unbound
+    parameters its header names, and no other.
+    """
     who = _who(spec, qrank)
     if circuit.num_qubits > spec.num_qubits:
         raise PayloadError(
@@ -72,7 +77,13 @@ def check_circuit(
         )
     if circuit.parameters:
         names = sorted(p.name for p in circuit.parameters)
-        raise PayloadError(f"Payload {payload.job_id} has unbound parameters {names}.")
+        if not allow_parameters:
+            raise PayloadError(f"Payload {payload.job_id} has unbound parameters {names}.")
+        declared = set(payload.parameters)
+        if not set(names) <= declared:
+            raise PayloadError(
+                f"Payload {payload.job_id} has parameters {names} but declares {sorted(declared)}."
+            )
     index = {bit: i for i, bit in enumerate(circuit.qubits)}
     supported = target.instruction_supported
     seen: dict[tuple[str, tuple[int, ...]], bool] = {}

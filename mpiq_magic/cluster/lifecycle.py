@@ -39,6 +39,7 @@ from . import barrier as _barrier
 from . import engine as _engine
 from . import gather as _gather
 from . import ghz as _ghz
+from . import primitives as _primitives
 from . import processes as _proc
 from . import run as _run
 from . import scatter as _scatter
@@ -445,6 +446,14 @@ class HybridCluster:
         """
         return _ghz.ghz(self, qubits, nodes=nodes, blocks=blocks, shots=shots, serial=serial,
                         timeout=timeout, progress=progress)
+
+    def sampler(self, **options: Any):
+        """A Qiskit ``SamplerV2`` on this cluster (:class:`mpiq_magic.primitives.SamplerV2`)."""
+        return _primitives.sampler(self, **options)
+
+    def estimator(self, **options: Any):
+        """A Qiskit ``EstimatorV2`` on this cluster (:class:`mpiq_magic.primitives.EstimatorV2`)."""
+        return _primitives.estimator(self, **options)
 
     # ------------------------------------------------------------------ plumbing
     def _require(self) -> None:

@@ -26,7 +26,7 @@ from mpi4py import MPI
 
 from .errors import MPIQError, MPIQTimeoutError
 from .requests import Engine, ObjectReceive
-from .transfer import Frame, OOBHeader, RemoteFailure, dumps, post_object
+from .transfer import Frame, OOBHeader, RemoteFailure, dumps, loads, post_object, start_buffers
 from .waiting import Deadline, poll
 
 if TYPE_CHECKING:
@@ -349,34 +349,40 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
 
 
 def _flat_root(op: _Op) -> list[Any]:
-    """The root of a flat gather: one receive from ANY_SOURCE at a time, so each poll costs one
-    probe whatever the number of members."""
+    """The root of a flat gather: probes ``ANY_SOURCE`` on the collective's own tag (no other
+    receive can want it), so each poll costs one probe whatever the number of members."""
     n = len(op.members)
+    hc = op.hc
+    comm, data, tag = hc._coll, hc._coll_data, op.tag
     index = {op.members[u]: u for u in range(1, n)}
     got: dict[int, Any] = {}
     failures: list[RemoteFailure] = []
+    buffering: list[tuple] = []  # (vrank, header, bufs, reqs) of contributions with big buffers
     st = MPI.Status()
-    entry: list[ObjectReceive | None] = [None]
 
     def step():
-        while len(got) + len(failures) < n - 1:
-            r = entry[0]
-            if r is None:
-                r = entry[0] = ObjectReceive(op.engine, MPI.ANY_SOURCE, op.tag, st, "", 0.0)
-                op.engine.post(r)
-            if not r._advance():
-                return None
-            entry[0] = None
-            u = index.get(st.Get_source())
-            if type(r._value) is RemoteFailure:
-                failures.append(r._value)
-            elif u is not None:
-                got[u] = r._value[0]
-        return True
+        while True:
+            msg = comm.improbe(MPI.ANY_SOURCE, tag, st)
+            if msg is None:
+                break
+            value = msg.recv()
+            src = st.Get_source()
+            if type(value) is OOBHeader:
+                buffering.append((index.get(src), value, *start_buffers(data, value, src, tag)))
+            elif type(value) is RemoteFailure:
+                failures.append(value)
+            elif src in index:
+                got[index[src]] = value[0]
+        for item in list(buffering):
+            if _Testall(item[3]):
+                buffering.remove(item)
+                if item[0] is not None:
+                    got[item[0]] = loads(item[1].data, item[2])[0]
+        return True if len(got) + len(failures) >= n - 1 else None
 
     complete = step() is not None or poll(step, op.deadline) is not None
-    if entry[0] is not None:
-        entry[0].abandon()
+    for item in buffering:
+        op.engine.abandon(item[3])
     if failures:
         op.raise_remote(failures[0])
     return _gathered(op, got, complete)
