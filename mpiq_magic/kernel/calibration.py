@@ -75,14 +75,15 @@ class Calibration:
         return names[0] if names else None
 
     def pair_errors(self) -> dict[tuple[int, int], float]:
-        """Undirected pair ``(min, max)`` -> the worst two-qubit gate error on it."""
+        """Undirected pair ``(min, max)`` -> the worst two-qubit gate error on it; a coupled pair
+        without any calibrated two-qubit gate counts as 1.0 (unknown: never usable)."""
         out: dict[tuple[int, int], float] = {}
         for g in self.gates:
             if len(g.qubits) == 2:
                 key = (min(g.qubits), max(g.qubits))
                 out[key] = max(out.get(key, 0.0), g.error)
         for a, b in self.coupling:  # coupled pairs without a calibrated gate: error unknown
-            out.setdefault((min(a, b), max(a, b)), 0.0)
+            out.setdefault((min(a, b), max(a, b)), 1.0)
         return out
 
     def single_qubit_errors(self) -> list[float]:

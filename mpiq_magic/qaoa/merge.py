@@ -1,5 +1,8 @@
 """Merging sub-problem solutions into one cut of the whole graph.
 
+0. Choice of sub-solutions: each part may offer several sampled cuts (its best distinct samples);
+   coordinate ascent picks, part by part, the candidate and orientation that maximise the whole
+   cut given the other parts, until no part changes (starting from every part's best sample).
 1. Orientation (QAOA-in-QAOA's merge step, solved exactly here): flipping every node of a part
    keeps the part's own cut and changes only its edges to other parts, so choosing which parts
    to flip is a MaxCut on the graph of parts. Exact by enumeration up to :data:`EXACT_PARTS`
@@ -34,11 +37,14 @@ class MergeResult:
 
 def merge_solutions(
     graph: nx.Graph, parts: Sequence[Sequence[int]], local: Sequence[dict[int, int]], *,
-    local_search: str = "boundary",
+    local_search: str = "boundary", candidates: Sequence[Sequence[dict[int, int]]] | None = None,
 ) -> MergeResult:
-    """Merge ``local[i]`` (node -> side, for the nodes of ``parts[i]``) into a cut of ``graph``."""
+    """Merge ``local[i]`` (node -> side, for the nodes of ``parts[i]``) into a cut of ``graph``;
+    ``candidates[i]``: more sub-solutions of part ``i`` the merge may choose from."""
     assignment = {n: int(s) for sol in local for n, s in sol.items()}
     concatenated = cut_value(graph, assignment)
+    if candidates is not None:
+        _choose(graph, parts, assignment, candidates)
     part_of = {n: i for i, part in enumerate(parts) for n in part}
     m = len(parts)
     # gain[i][j]: weight cut between parts i, j if orientations are equal minus if they differ
@@ -60,6 +66,37 @@ def merge_solutions(
     oriented = cut_value(graph, assignment)
     flipped_nodes = _greedy_flips(graph, assignment, part_of, local_search)
     return MergeResult(assignment, concatenated, oriented, cut_value(graph, assignment), flipped_parts, flipped_nodes)
+
+
+def _choose(graph, parts, assignment, candidates) -> None:
+    options = []
+    for i, cands in enumerate(candidates):
+        opts = []
+        for c in cands:
+            opts.append(dict(c))
+            opts.append({n: 1 - v for n, v in c.items()})
+        options.append(opts)
+    changed, rounds = True, 0
+    while changed and rounds < 20:
+        changed, rounds = False, rounds + 1
+        for i, part in enumerate(parts):
+            if not options[i]:
+                continue
+            inside = set(part)
+            def score(sol):
+                total = 0.0
+                for n in part:
+                    for u in graph[n]:
+                        w = graph[n][u].get("weight", 1.0)
+                        side_u = sol[u] if u in inside else assignment[u]
+                        if sol[n] != side_u:
+                            total += w if u not in inside else w / 2
+                return total
+            current = score({n: assignment[n] for n in part})
+            best = max(options[i], key=score)
+            if score(best) > current + 1e-12:
+                assignment.update(best)
+                changed = True
 
 
 def _orient(same: np.ndarray, diff: np.ndarray) -> list[int]:

@@ -51,6 +51,9 @@ class SubproblemResult:
     optimum: float | None  # the part's exact maximum cut (brute force)
     p_optimal: float | None  # fraction of final samples that are optimal cuts of the part
     samples: int
+    #: the best distinct sampled cuts of the part (global node -> side), best first; the merge
+    #: may pick any of them
+    candidates: list[dict[int, int]] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -90,6 +93,7 @@ class QAOAResult:
         d = asdict(self)
         d["assignment"] = {str(n): s for n, s in self.assignment.items()}
         for s in d["subproblems"]:
+            s.pop("candidates", None)
             s["best_assignment"] = {str(n): v for n, v in s["best_assignment"].items()}
         d["split"] = {"parts": [list(p) for p in self.split.parts], "cut_edges": [list(e) for e in self.split.cut_edges],
                       "cut_weight": self.split.cut_weight, "method": self.split.method}
@@ -140,6 +144,7 @@ def distributed_qaoa(
     grid: int = 4,
     seed: int = 0,
     local_search: str = "boundary",
+    candidates: int = 16,
     optimum: float | None = None,
     on_iteration: Callable[[int, dict[int, float]], None] | None = None,
 ) -> QAOAResult:
@@ -157,6 +162,7 @@ def distributed_qaoa(
         maxiter: COBYLA iterations per part; grid: p=1 start grid of grid x grid angle pairs
             (one batch); seed: sampler, splitting and transpiler seeds.
         local_search: ``"boundary"`` or ``"all"`` greedy flips after merging.
+        candidates: distinct sampled cuts per part the merge may choose from (1: the best only).
         optimum: the known optimum, for ``ratio`` (default: brute force up to 22 nodes).
         on_iteration: called ``(step, {part: expected cut})`` after every batch.
 
@@ -198,11 +204,12 @@ def distributed_qaoa(
         timings["optimize"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        results = _final(subs, traces, executor, final_shots, wire)
+        results = _final(subs, traces, executor, final_shots, wire, candidates)
         timings["final"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        merged = merge_solutions(graph, split.parts, [r.best_assignment for r in results], local_search=local_search)
+        merged = merge_solutions(graph, split.parts, [r.best_assignment for r in results], local_search=local_search,
+                                 candidates=[r.candidates for r in results])
         timings["merge"] = time.perf_counter() - t
     finally:
         if owned is not None:
@@ -315,7 +322,7 @@ def _optimize(subs, executor, shots, maxiter, grid, p, wire, on_iteration):
     return {s.index: tr for s, tr in zip(live, traces)}
 
 
-def _final(subs, traces, executor, final_shots, wire) -> list[SubproblemResult]:
+def _final(subs, traces, executor, final_shots, wire, top: int) -> list[SubproblemResult]:
     live = [s for s in subs if s.circuit is not None]
     p = len(next(iter(traces.values())).x) // 2 if traces else 1
     samples = {}
@@ -337,6 +344,9 @@ def _final(subs, traces, executor, final_shots, wire) -> list[SubproblemResult]:
         best_state = int(uniq[int(np.argmax(counts))])
         opt = float(s.table.max())
         tr = traces[s.index]
+        states, state_counts = np.unique(smp, return_counts=True)
+        order = np.lexsort((-state_counts, -s.table[states]))[:max(top, 1)]
+        cands = [{node: (int(states[o]) >> j) & 1 for j, node in enumerate(s.nodes)} for o in order]
         results.append(SubproblemResult(
             index=s.index, nodes=s.nodes, qrank=s.qrank, device=s.device.name,
             regions=tuple(r.qubits for r in s.regions.regions) if s.regions else (),
@@ -346,7 +356,7 @@ def _final(subs, traces, executor, final_shots, wire) -> list[SubproblemResult]:
             energy_history=[-v for v in tr.history], evaluations=tr.evaluations,
             best_assignment={node: (best_state >> j) & 1 for j, node in enumerate(s.nodes)},
             best_cut=float(best_value), expected_cut=float(values.mean()), optimum=opt,
-            p_optimal=float(np.mean(values >= opt - 1e-9)), samples=int(len(smp)),
+            p_optimal=float(np.mean(values >= opt - 1e-9)), samples=int(len(smp)), candidates=cands,
         ))
     return results
 

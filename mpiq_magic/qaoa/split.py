@@ -65,7 +65,11 @@ def _metis(graph: nx.Graph, count: int, seed: int) -> dict[int, int]:
             eweights.append(max(1, int(round(100 * graph[v][u].get("weight", 1.0)))))
         xadj.append(len(adjncy))
     options = pymetis.Options(seed=seed, ufactor=1)
-    _, member = pymetis.part_graph(count, xadj=xadj, adjncy=adjncy, eweights=eweights, options=options)
+    adjacency = pymetis.CSRAdjacency(xadj, adjncy) if hasattr(pymetis, "CSRAdjacency") else None
+    if adjacency is None:  # pragma: no cover - older pymetis
+        _, member = pymetis.part_graph(count, xadj=xadj, adjncy=adjncy, eweights=eweights, options=options)
+    else:
+        _, member = pymetis.part_graph(count, adjacency, eweights=eweights, options=options)
     return {v: int(member[i]) for i, v in enumerate(nodes)}
 
 
