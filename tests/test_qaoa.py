@@ -211,3 +211,56 @@ def test_modes_and_arguments_are_checked():
         distributed_qaoa(nx.cycle_graph(4), devices, mode="clever")
     with pytest.raises(UsageError, match="eta must be"):
         distributed_qaoa(nx.cycle_graph(4), devices, eta=2.0)
+
+
+# ---------------------------------------------------------------- one real mpiexec job
+
+DEVICES_TOML = """
+[[devices]]
+host = "127.0.0.1"
+device_id = 0
+calibration = "FakeGuadalupeV2"
+seed = 5
+
+[[devices]]
+host = "127.0.0.1"
+device_id = 1
+num_qubits = 8
+seed = 6
+"""
+
+
+@needs_fakes
+@pytest.mark.mpi
+@pytest.mark.timeout(600)
+def test_mpiq_qaoa_cli_on_two_monitors(tmp_path):
+    """``mpiq qaoa`` under the bundled mpiexec: 1 classical rank + 2 monitors (one calibrated
+    Guadalupe, one ideal), aware mode through SamplerV2; payloads travel once, then values only."""
+    import subprocess
+    import sys
+
+    from mpiq_magic.qaoa.graph import graph_to_dict
+
+    g = regular_graph(12, 3, seed=3)
+    (tmp_path / "g.json").write_text(json.dumps(graph_to_dict(g)))
+    (tmp_path / "d.toml").write_text(DEVICES_TOML)
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mpiq_magic.cli", "qaoa", str(tmp_path / "g.json"), "-q", "2",
+         "--devices", str(tmp_path / "d.toml"), "--max-part", "6", "--maxiter", "6", "--shots", "128",
+         "--final-shots", "256", "--json", str(out), "--timeout", "540"],
+        capture_output=True, text=True, timeout=580,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    run = doc["runs"][0]
+    assert doc["optimum"] == brute_force_maxcut(g)[0]
+    assert run["cut"] >= 0.9 * doc["optimum"]
+    subs = {s["qrank"]: s for s in run["subproblems"]}
+    assert set(subs) == {0, 1}
+    assert len(subs[0]["regions"]) == 2  # two regions on the calibrated Guadalupe
+    assert subs[1]["regions"] == [[0, 1, 2, 3, 4, 5]] or len(subs[1]["regions"]) == 1
+    wire = run["wire"]
+    assert wire[0]["kind"] == "grid" and wire[0]["payloads_sent"] >= 2
+    assert all(w["payloads_sent"] == 0 for w in wire[1:]), wire  # parameters only afterwards
+    assert all(w["values_bytes"] > 0 for w in wire[1:])

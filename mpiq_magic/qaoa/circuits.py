@@ -52,15 +52,18 @@ def template_target(regions: RegionSet, basis_gates) -> Target:
 
 
 def region_circuit(
-    logical: QuantumCircuit, regions: RegionSet, width: int, basis_gates, *, seed: int = 0
+    logical: QuantumCircuit, regions: RegionSet, width: int, basis_gates, *, seed: int = 0,
+    only: int | None = None,
 ) -> QuantumCircuit:
     """``logical`` routed onto the template and copied onto each region of a ``width``-qubit
-    device; region ``r`` measures into register ``r<r>`` (``logical``'s clbit order)."""
+    device; region ``r`` measures into register ``r<r>`` (``logical``'s clbit order).
+    ``only=r``: region ``r`` alone (one register)."""
     routed = transpile(logical, target=template_target(regions, basis_gates), optimization_level=1, seed_transpiler=seed)
     n = logical.num_clbits
+    chosen = range(regions.k) if only is None else [only]
     qreg = QuantumRegister(width, "q")
-    cregs = [ClassicalRegister(n, f"r{r}") for r in range(regions.k)]
-    wide = QuantumCircuit(qreg, *cregs, name=f"{logical.name}-x{regions.k}")
-    for r, region in enumerate(regions.regions):
-        wide.compose(routed, qubits=[qreg[q] for q in region.qubits], clbits=list(cregs[r]), inplace=True)
+    cregs = [ClassicalRegister(n, f"r{r}") for r in chosen]
+    wide = QuantumCircuit(qreg, *cregs, name=f"{logical.name}-x{regions.k}" if only is None else f"{logical.name}-r{only}")
+    for creg, r in zip(cregs, chosen):
+        wide.compose(routed, qubits=[qreg[q] for q in regions.regions[r].qubits], clbits=list(creg), inplace=True)
     return wide

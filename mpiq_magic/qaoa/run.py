@@ -145,6 +145,7 @@ def distributed_qaoa(
     seed: int = 0,
     local_search: str = "boundary",
     candidates: int = 16,
+    pack: bool = False,
     optimum: float | None = None,
     on_iteration: Callable[[int, dict[int, float]], None] | None = None,
 ) -> QAOAResult:
@@ -163,6 +164,10 @@ def distributed_qaoa(
             (one batch); seed: sampler, splitting and transpiler seeds.
         local_search: ``"boundary"`` or ``"all"`` greedy flips after merging.
         candidates: distinct sampled cuts per part the merge may choose from (1: the best only).
+        pack: run a part's ``k`` regions as one device-wide circuit (as on hardware: ``k``
+            samples per shot). Default False: one circuit per region, pinned to the same monitor
+            (the same samples for disjoint regions and a noise model without crosstalk, but a
+            simulator pays ``k * 2**n`` instead of ``2**(k*n)``).
         optimum: the known optimum, for ``ratio`` (default: brute force up to 22 nodes).
         on_iteration: called ``(step, {part: expected cut})`` after every batch.
 
@@ -195,7 +200,7 @@ def distributed_qaoa(
         timings["split"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        subs = _prepare(graph, split, devices, mode, eta, k, p, seed)
+        subs = _prepare(graph, split, devices, mode, eta, k, p, seed, pack)
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -246,12 +251,13 @@ class _Sub:
     qrank: int
     device: Any
     circuit: Any = None
+    circuits: list = field(default_factory=list)  # what runs: the packed circuit, or one per region
     regions: RegionSet | None = None
     table: np.ndarray | None = None
     names: list[str] = field(default_factory=list)
 
 
-def _prepare(graph, split, devices, mode, eta, k, p, seed) -> list[_Sub]:
+def _prepare(graph, split, devices, mode, eta, k, p, seed, pack) -> list[_Sub]:
     subs = []
     for i, nodes in enumerate(split.parts):
         qrank = i % len(devices)
@@ -263,8 +269,12 @@ def _prepare(graph, split, devices, mode, eta, k, p, seed) -> list[_Sub]:
                 sub.regions = find_regions(sub.device, len(nodes), k, eta=eta)
                 sub.circuit = region_circuit(logical, sub.regions, sub.device.num_qubits,
                                              sub.device.basis_gates, seed=seed)
+                sub.circuits = [sub.circuit] if pack else [
+                    region_circuit(logical, sub.regions, sub.device.num_qubits, sub.device.basis_gates,
+                                   seed=seed, only=r) for r in range(sub.regions.k)]
             else:
                 sub.circuit = logical
+                sub.circuits = [logical]
             sub.names = [prm.name for prm in sub.circuit.parameters]
             sub.table = cut_table(local) if len(nodes) <= BRUTE_FORCE_MAX else None
         subs.append(sub)
@@ -274,6 +284,20 @@ def _prepare(graph, split, devices, mode, eta, k, p, seed) -> list[_Sub]:
 def _row(sub: _Sub, x: np.ndarray, p: int) -> np.ndarray:
     by_name = {f"gamma[{l}]": x[l] for l in range(p)} | {f"beta[{l}]": x[p + l] for l in range(p)}
     return np.array([by_name[n] for n in sub.names], dtype=float)
+
+
+def _run(executor, subs, values, shots) -> list[np.ndarray]:
+    """One executor call for ``subs`` (every circuit of each); samples pooled per sub."""
+    jobs, owner = [], []
+    for j, (s, v) in enumerate(zip(subs, values)):
+        for c in s.circuits:
+            jobs.append(Job(c, v, s.qrank, shots))
+            owner.append(j)
+    out = executor.run(jobs)
+    pooled = [[] for _ in subs]
+    for j, smp in zip(owner, out):
+        pooled[j].append(smp)
+    return [np.concatenate(blocks, axis=-1) for blocks in pooled]
 
 
 def _record(executor, wire, kind):
@@ -298,8 +322,7 @@ def _optimize(subs, executor, shots, maxiter, grid, p, wire, on_iteration):
     pairs = [(g, b) for g in gammas for b in betas]
     starts = [np.concatenate([np.full(p, g) * np.arange(1, p + 1) / p * (2 * p / (p + 1)),
                               np.full(p, b) * (1 - np.arange(p) / (p + 1))]) for g, b in pairs]
-    jobs = [Job(s.circuit, np.stack([_row(s, x, p) for x in starts]), s.qrank, shots) for s in live]
-    samples = executor.run(jobs)
+    samples = _run(executor, live, [np.stack([_row(s, x, p) for x in starts]) for s in live], shots)
     _record(executor, wire, "grid")
     x0 = {}
     for s, smp in zip(live, samples):
@@ -308,9 +331,7 @@ def _optimize(subs, executor, shots, maxiter, grid, p, wire, on_iteration):
     step = [0]
 
     def evaluate(batch):
-        order = {s.index: s for s in live}
-        jobs = [Job(order[live[i].index].circuit, _row(live[i], x, p)[None, :], live[i].qrank, shots) for i, x in batch]
-        out = executor.run(jobs)
+        out = _run(executor, [live[i] for i, _ in batch], [_row(live[i], x, p)[None, :] for i, x in batch], shots)
         _record(executor, wire, "step")
         values = [-float(live[i].table[smp[0]].mean()) for (i, _), smp in zip(batch, out)]
         step[0] += 1
@@ -327,7 +348,7 @@ def _final(subs, traces, executor, final_shots, wire, top: int) -> list[Subprobl
     p = len(next(iter(traces.values())).x) // 2 if traces else 1
     samples = {}
     if live:
-        out = executor.run([Job(s.circuit, _row(s, traces[s.index].x, p)[None, :], s.qrank, final_shots) for s in live])
+        out = _run(executor, live, [_row(s, traces[s.index].x, p)[None, :] for s in live], final_shots)
         _record(executor, wire, "final")
         samples = {s.index: smp[0] for s, smp in zip(live, out)}
     results = []
