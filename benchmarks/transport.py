@@ -5,8 +5,8 @@
 Three mpiexec jobs: a ping-pong pair (1 classical + 1 quantum) for messages of 8 B, 3 KB,
 1 MiB and 64 MiB; two classical ranks for the CC barrier against ``COMM_WORLD.Barrier``; and
 1 classical + 4 quantum processes for the QQ barrier's latency and release skew. Every ratio
-compares numbers taken in the same run (medians of 2000 ping-pongs for small messages; the
-barriers: best of 3 means of 3000). Writes the JSON and a markdown table next to it (``.md``).
+compares numbers taken in the same run, interleaved repetition by repetition (medians of 3000
+ping-pongs for small messages; the barriers: best of 5 interleaved means of 3000). Writes the JSON and a markdown table next to it (``.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,29 +34,35 @@ hc = mpiq.init(classical=1)
 me, peer = world.Get_rank(), 1 - world.Get_rank()
 out = {}
 
-def pingpong(send, recv, reps):
-    times = []
-    for _ in range(reps):
-        world.Barrier()
-        t0 = time.perf_counter()
-        if me == 0:
-            send(); recv()
-        else:
-            recv(); send()
-        times.append((time.perf_counter() - t0) / 2)
-    return statistics.median(times)
+def once(send, recv):
+    world.Barrier()
+    t0 = time.perf_counter()
+    if me == 0:
+        send(); recv()
+    else:
+        recv(); send()
+    return (time.perf_counter() - t0) / 2
 
-cases = [("control_8B", b"12345678", 2000), ("payload_3KB", bytes(3 * 1024), 2000)]
+def pingpong(*pairs, reps):
+    # median one-way time of each (send, recv) pair; the pairs alternate repetition by
+    # repetition, so a change in the machine's load hits every pair alike
+    times = [[] for _ in pairs]
+    for _ in range(reps):
+        for t, (send, recv) in zip(times, pairs):
+            t.append(once(send, recv))
+    return [statistics.median(t) for t in times]
+
+cases = [("control_8B", b"12345678", 3000), ("payload_3KB", bytes(3 * 1024), 3000)]
 for name, obj, reps in cases:
-    raw = pingpong(lambda: world.send(obj, peer, 11), lambda: world.recv(source=peer, tag=11), reps)
-    ours = pingpong(lambda: hc.send(obj, peer, 11), lambda: hc.recv(peer, 11), reps)
+    raw, ours = pingpong((lambda: world.send(obj, peer, 11), lambda: world.recv(source=peer, tag=11)),
+                         (lambda: hc.send(obj, peer, 11), lambda: hc.recv(peer, 11)), reps=reps)
     out[name] = {"bytes": len(obj), "raw_s": raw, "mpiq_s": ours, "ratio": ours / raw}
 
 for name, nbytes, reps in [("array_1MiB", 1 << 20, 200), ("array_64MiB", 64 << 20, 12)]:
     a = np.ones(nbytes // 8); b = np.empty_like(a)
-    raw = pingpong(lambda: world.Send(a, peer, 12), lambda: world.Recv(b, peer, 12), reps)
-    ours = pingpong(lambda: hc.Send(a, peer, 12), lambda: hc.Recv(b, peer, 12), reps)
-    obj = pingpong(lambda: hc.send(a, peer, 13), lambda: hc.recv(peer, 13), reps)
+    raw, ours, obj = pingpong((lambda: world.Send(a, peer, 12), lambda: world.Recv(b, peer, 12)),
+                              (lambda: hc.Send(a, peer, 12), lambda: hc.Recv(b, peer, 12)),
+                              (lambda: hc.send(a, peer, 13), lambda: hc.recv(peer, 13)), reps=reps)
     out[name] = {
         "bytes": nbytes, "raw_s": raw, "mpiq_s": ours, "ratio": ours / raw,
         "raw_GBps": nbytes / raw / 1e9, "mpiq_GBps": nbytes / ours / 1e9,
@@ -82,9 +87,9 @@ def timed(fn):
     for _ in range(reps):
         fn()
     return (time.perf_counter() - t0) / reps
-raw = min(timed(world.Barrier) for _ in range(3))
-fast = min(timed(lambda: hc.barrier(mpiq.CC, record=False)) for _ in range(3))
-rec = min(timed(lambda: hc.barrier(mpiq.CC)) for _ in range(3))
+runs = [(timed(world.Barrier), timed(lambda: hc.barrier(mpiq.CC, record=False)), timed(lambda: hc.barrier(mpiq.CC)))
+        for _ in range(5)]  # interleaved rounds, best of 5 for each
+raw, fast, rec = (min(r[i] for r in runs) for i in range(3))
 hc.free()
 if world.Get_rank() == 0:
     print("JSON " + json.dumps({"raw_barrier_s": raw, "mpiq_cc_s": fast, "ratio": fast / raw,

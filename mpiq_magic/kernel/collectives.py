@@ -235,11 +235,22 @@ class _Op:
         raise MPIQError(f"{self.name} failed on {failure.origin}: {failure.message}")
 
     def receive_from_parent(self) -> Any:
-        r = self.receive(self.parent)
-        if not self.wait_receives({self.parent: r}):
-            r.abandon()
-            raise self.timeout_error([0 if self.parent is None else self.parent], None)
-        return r._value
+        """The one message from the parent: probed directly (the tag is this collective's own)."""
+        hc, src, tag = self.hc, self.members[self.parent], self.tag
+        comm = hc._coll
+        msg = comm.improbe(src, tag)
+        if msg is None:
+            msg = poll(lambda: comm.improbe(src, tag), self.deadline)
+            if msg is None:
+                raise self.timeout_error([self.parent], None)
+        value = msg.recv()
+        if type(value) is OOBHeader:
+            bufs, reqs = start_buffers(hc._coll_data, value, src, tag)
+            if not _Testall(reqs) and poll(lambda: True if _Testall(reqs) else None, self.deadline) is None:
+                self.engine.abandon(reqs)
+                raise self.timeout_error([self.parent], None)
+            value = loads(value.data, bufs)
+        return value
 
 
 def everyone(hc: "HybridComm", root: int) -> list[int]:
@@ -261,7 +272,6 @@ def down(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]
     op = _Op(hc, name, key, members, timeout, flat)
     if op.v is None:
         return None
-    n = len(op.members)
     if op.v == 0:
         try:
             payload = make()
@@ -294,7 +304,7 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
     op = _Op(hc, name, key, members, timeout, flat)
     if op.v is None:
         return None
-    n, v = len(op.members), op.v
+    v = op.v
     failure = mine = None
     if v:
         try:
@@ -324,7 +334,6 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
     if flush is not None and flush._state != 2:
         flush.cancel()
     got: dict[int, Any] = {}
-    pending = [c for c, r in recvs.items() if r._state != 2]
     for c, r in recvs.items():
         if r._state == 2:
             value = r._value
