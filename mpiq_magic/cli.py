@@ -179,8 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     _add_ghz_commands(sub)
+    _add_qaoa_commands(sub)
     _add_distribute_commands(sub)
     return parser
+
+
+def _add_qaoa_commands(sub) -> None:
+    """``qaoa`` lives with the distributed QAOA package (mpiq_magic/qaoa/cli.py)."""
+    from .qaoa.cli import add_commands
+
+    add_commands(sub)
 
 
 def _add_ghz_commands(sub) -> None:
