@@ -63,8 +63,12 @@ class MPIQJob(BasePrimitiveJob):
         """Nothing to cancel: the run finished inside ``run()``."""
 
 
-def transport_for(target: Any, *, timeout: float | None = None, progress: bool = False):
+def transport_for(target: Any, *, timeout: float | None = None, progress: Any = False):
     """The transport of ``target``: a HybridCluster, a hybrid communicator, or a transport.
+
+    ``progress``: headless, true prints text progress on stderr; on a cluster, a callable or a
+    live view (``mpiq_magic.widgets.ProgressWidget``) that receives the run's progress events
+    (every cluster run also publishes them to ``cluster.progress``).
 
     Raises:
         UsageError: ``target`` is none of those, or a communicator on another process than
@@ -75,11 +79,11 @@ def transport_for(target: Any, *, timeout: float | None = None, progress: bool =
     if hasattr(target, "engines") and hasattr(target, "scatter"):  # a HybridCluster
         from ..cluster.primitives import ClusterTransport
 
-        return ClusterTransport(target, timeout=timeout)
+        return ClusterTransport(target, timeout=timeout, progress=None if isinstance(progress, bool) else progress)
     if hasattr(target, "is_classical") and hasattr(target, "devices"):
         from .runner import HeadlessTransport
 
-        return HeadlessTransport(target, timeout=timeout, progress=progress)
+        return HeadlessTransport(target, timeout=timeout, progress=bool(progress))
     raise UsageError(
         f"A primitive runs on a HybridCluster or a hybrid communicator (kernel.init(...)), got {type(target).__name__}."
     )

@@ -74,6 +74,7 @@ class RunReport:
     evicted: dict[int, list[str]]
     monitor_cache: dict[int, dict] = field(default_factory=dict)
     chunks: int = 0
+    placement: list = field(default_factory=list)  # chunk -> qrank that ran it (None: no result)
 
 
 def _chunks(task: Task, index: int, devices, live: Sequence[int]) -> list[tuple[int, int, dict]]:
@@ -195,7 +196,7 @@ def run_tasks(
         compile_cache={"hits": outcome.compile_cache.hits, "misses": outcome.compile_cache.misses},
         payloads_sent=sent, payload_bytes=payload_bytes, values_bytes=values_bytes, evicted=evicted,
         monitor_cache={q: d.cache for q, d in outcome.monitors.items() if d.cache is not None},
-        chunks=len(shares),
+        chunks=len(shares), placement=[None if p is None else int(p) for p in placement],
     )
     report.results = _assemble(tasks, where, results, placement)
     if errors or missing:
