@@ -304,15 +304,7 @@ class AerDeviceBackend(DeviceBackend):
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None) -> BackendRun:
         method = self.choose_method(circuit)
-        options: dict[str, Any] = {"shots": shots, "memory": True}
-        if seed is not None:
-            options["seed_simulator"] = seed
-        result = self._simulator(method).run(circuit, **options).result()
-        if not result.success:
-            raise BackendError(
-                f"Aer ({method}) failed to run circuit '{circuit.name}' on device "
-                f"{self.spec.name}: {_aer_status(result)}"
-            )
+        result = self._aer_run(method, circuit, shots, seed, "circuit")
         data = result.results[0].data
         num_bits = circuit.num_clbits
         memory = pack_hex_memory(getattr(data, "memory", None) or ["0x0"] * shots, num_bits)
@@ -326,23 +318,26 @@ class AerDeviceBackend(DeviceBackend):
         if not binds or rows == 1:
             return super().run_sweep(circuit, binds, rows, shots, seed)
         method = self.choose_method(circuit)
-        options: dict[str, Any] = {
-            "shots": shots, "memory": True,
-            "parameter_binds": [{p: [float(x) for x in v] for p, v in binds.items()}],
-        }
-        if seed is not None:
-            options["seed_simulator"] = seed
-        result = self._simulator(method).run(circuit, **options).result()
-        if not result.success:
-            raise BackendError(
-                f"Aer ({method}) failed to run parameterized circuit '{circuit.name}' on device "
-                f"{self.spec.name}: {_aer_status(result)}"
-            )
+        binds = [{p: [float(x) for x in v] for p, v in binds.items()}]
+        result = self._aer_run(method, circuit, shots, seed, "parameterized circuit", parameter_binds=binds)
         nbytes = (circuit.num_clbits + 7) // 8
         memory = np.empty((rows, shots, nbytes), dtype=np.uint8)
         for r, experiment in enumerate(result.results):
             memory[r] = pack_hex_memory(getattr(experiment.data, "memory", None) or ["0x0"] * shots, circuit.num_clbits)
         return memory, method
+
+    def _aer_run(self, method: str, circuit: QuantumCircuit, shots: int, seed: int | None, what: str, **extra: Any):
+        """One Aer run with shot memory; BackendError naming the device if it failed."""
+        options: dict[str, Any] = {"shots": shots, "memory": True, **extra}
+        if seed is not None:
+            options["seed_simulator"] = seed
+        result = self._simulator(method).run(circuit, **options).result()
+        if not result.success:
+            raise BackendError(
+                f"Aer ({method}) failed to run {what} '{circuit.name}' on device "
+                f"{self.spec.name}: {_aer_status(result)}"
+            )
+        return result
 
     def describe(self) -> dict[str, Any]:
         return {

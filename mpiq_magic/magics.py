@@ -295,9 +295,19 @@ class MPIQMagics(Magics):
             made.append(self._topology_view)  # status changes (busy, dead) show on the topology
         return Dashboard(*made, mode=mode).show()
 
+    def _release_topology(self) -> None:
+        view, self._topology_view = self._topology_view, None
+        release = getattr(view, "release", None)
+        if release is not None:
+            try:
+                release()
+            except Exception:
+                pass
+
     def _show_topology(self, cluster: Any) -> None:
         if self.widget_mode == "text":
             return
+        self._release_topology()  # one live topology view at a time
         from .widgets import TopologyWidget, resolve_mode
 
         mode = resolve_mode(self.widget_mode)
@@ -309,8 +319,13 @@ class MPIQMagics(Magics):
         try:
             return fn(progress=progress, **kwargs)
         finally:
+            # a cell's dashboard is released when the cell ends: its output keeps a static copy
+            # and its widgets are closed (the topology view, shared by every cell, stays live)
+            release = getattr(progress, "release", None)
             close = getattr(progress, "close", None)
-            if close is not None:
+            if release is not None:
+                release(keep=[self._topology_view])
+            elif close is not None:
                 close()
 
     # ------------------------------------------------------------------ line magics
@@ -338,7 +353,7 @@ class MPIQMagics(Magics):
         if _active is None:
             raise UsageError(NO_CLUSTER)
         shutdown_active_cluster()
-        self._topology_view = None
+        self._release_topology()
         self._ns().pop("mpiq_cluster", None)
         print("Stopped the hybrid cluster.")
 

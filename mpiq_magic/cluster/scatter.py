@@ -181,13 +181,7 @@ def scatter_task(job: int, deadline: float, request: ScatterRequest | None):
     """One request for every engine of a scatter/bcast: each takes its part by role."""
     hc = E.hc()
     if hc.is_quantum:
-        from monitor_engine.serve import serve
-
-        report = serve(hc, job=("cluster", job), deadline=deadline)
-        failed = [d.error for d in report.done if d.error]
-        if failed:
-            raise RuntimeError(failed[0])
-        return report.executed
+        return E.serve_job(job, deadline)
     if hc.rank == 0:
         return _root(job, deadline, request)
     return None

@@ -272,7 +272,6 @@ def down(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]
     op = _Op(hc, name, key, members, timeout, flat)
     if op.v is None:
         return None
-    n = len(op.members)
     if op.v == 0:
         try:
             payload = make()
@@ -305,7 +304,7 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
     op = _Op(hc, name, key, members, timeout, flat)
     if op.v is None:
         return None
-    n, v = len(op.members), op.v
+    v = op.v
     failure = mine = None
     if v:
         try:
@@ -335,7 +334,6 @@ def up(hc: "HybridComm", name: str, root: int, members: Callable[[], list[int]],
     if flush is not None and flush._state != 2:
         flush.cancel()
     got: dict[int, Any] = {}
-    pending = [c for c, r in recvs.items() if r._state != 2]
     for c, r in recvs.items():
         if r._state == 2:
             value = r._value

@@ -1,0 +1,337 @@
+"""Run a partitioned circuit on the monitors with feed-forward cuts: ``distribute(hc, circuit)``.
+
+::
+
+    from mpiq_magic import kernel as mpiq
+    from mpiq_magic.distribute.execute import distribute
+
+    hc = mpiq.init()                                    # under mpiexec -n 1+Q
+    result = distribute(hc, circuit, shots=4000)        # collective; classical rank 0 gets the result
+    if result is not None:
+        print(result.summary(), result.counts, result.cuts)
+
+Steps on classical rank ``root``: plan (partition -> feed-forward cuts -> block circuits, one per
+variant, :mod:`.feedforward`), compile each block for its monitor's device, send them pinned to
+their monitors on the one dispatch path (``monitor_engine.dispatch``), collect, stitch shot k of
+every block (:mod:`.stitch`). The monitors serve the job (``monitor_engine.serve``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.primitives.containers import BitArray
+
+from ..kernel.errors import ProcessFailure, ProcessFailures
+from .errors import PartitionError
+from .feedforward import FeedForwardError, FeedForwardPlan, plan_feedforward
+from .layering import layer_circuit
+from .stitch import counts_of, stitch
+
+Progress = Callable[[str, dict], None]
+#: Automatic partitions tried, in this order; the plan with the fewest circuits per shot wins.
+CANDIDATES = ("contiguous", "static", "multilevel")
+
+
+class DistributeRunError(ProcessFailures):
+    """The distributed run failed on monitors: one ``[qrank j:stage] message`` line per failure."""
+
+
+@dataclass(frozen=True)
+class BlockRun:
+    """One block: where it ran, how many variants, how long."""
+
+    qrank: int
+    device: str
+    qubits: tuple[int, ...]
+    clbits: int
+    variants: int
+    methods: tuple[str | None, ...]
+    seconds: float  # execution time of its variants on the monitor, summed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "qubits": list(self.qubits), "methods": list(self.methods)}
+
+
+@dataclass
+class DistributeResult:
+    """Samples of the uncut circuit's Z-basis distribution and how they were obtained.
+
+    ``bits``: packed shots over the circuit's clbits (qiskit ``BitArray`` layout, :meth:`bitarray`);
+    ``cuts``: every gate between monitors with its ``mode`` (``frame``: Pauli frame propagated
+    classically, ``variant``: the target block ran in both variants, ``local``: not a real cut);
+    ``executions``: circuits run per shot (blocks x variants: the sampling cost; an uncut run is 1);
+    ``timings``: seconds for plan, compile, dispatch (send), execute (collect window), reconstruct,
+    total.
+    """
+
+    num_qubits: int
+    num_clbits: int
+    shots: int
+    bits: np.ndarray
+    partition: str
+    blocks: list[BlockRun]
+    cuts: list[dict[str, Any]]
+    executions: int
+    timings: dict[str, float]
+    bit_rates: dict[int, float] = field(default_factory=dict)
+    measured_all: bool = False
+    compile_cache: dict[str, int] = field(default_factory=dict)
+    payload_bytes: int = 0
+
+    def bitarray(self) -> BitArray:
+        return BitArray(self.bits, self.num_clbits)
+
+    @cached_property
+    def counts(self) -> dict[str, int]:
+        """Sparse counts, qiskit bitstrings (clbit 0 rightmost), most frequent first."""
+        return counts_of(self.bits, self.num_clbits)
+
+    def probabilities(self) -> dict[str, float]:
+        return {k: v / self.shots for k, v in self.counts.items()}
+
+    @property
+    def feed_forward_cuts(self) -> list[dict[str, Any]]:
+        return [c for c in self.cuts if c["mode"] in ("frame", "variant")]
+
+    def summary(self) -> str:
+        modes = {m: sum(c["mode"] == m for c in self.cuts) for m in ("frame", "variant", "local")}
+        return (
+            f"{self.num_qubits} qubits on {len(self.blocks)} monitor(s) ({self.partition} partition), "
+            f"{self.shots} shots: {modes['frame']} Pauli-frame and {modes['variant']} two-variant "
+            f"feed-forward cut(s), {self.executions} circuit(s) per shot, "
+            f"{len(self.counts)} distinct outcome(s), total {self.timings.get('total', 0.0):.3f} s"
+        )
+
+    def to_dict(self, top: int | None = 64) -> dict[str, Any]:
+        """JSON-ready; ``counts`` holds the ``top`` outcomes (all if None)."""
+        items = list(self.counts.items())
+        shown = items if top is None else items[:top]
+        return {
+            "qubits": self.num_qubits, "clbits": self.num_clbits, "shots": self.shots,
+            "partition": self.partition, "executions": self.executions,
+            "counts": dict(shown), "counts_truncated": len(shown) < len(items),
+            "distinct_outcomes": len(items),
+            "blocks": [b.to_dict() for b in self.blocks], "cuts": self.cuts,
+            "bit_rates": {str(k): v for k, v in self.bit_rates.items()},
+            "timings": dict(self.timings), "measured_all": self.measured_all,
+            "compile_cache": self.compile_cache, "payload_bytes": self.payload_bytes,
+        }
+
+
+# ----------------------------------------------------------------------------- planning
+def plan_for_devices(
+    circuit: QuantumCircuit,
+    devices: Sequence[Any],
+    *,
+    partition: Any = None,
+    monitors: int | None = None,
+    max_variants: int = 16,
+) -> tuple[FeedForwardPlan, str]:
+    """The feed-forward plan of ``circuit`` over ``devices`` (DeviceSpecs in qrank order), and the
+    name of the partition it uses.
+
+    ``partition``: a ``PartitionResult``, ``qubit -> qrank`` (sequence or mapping), or None: try
+    the :data:`CANDIDATES` with ``monitors`` monitors (default all) filled evenly, and keep the
+    plan with the fewest circuits per shot.
+
+    Raises:
+        FeedForwardError: no partition gives feed-forward cuts (names the gate, layer and why).
+        PartitionError: the circuit does not fit the monitors, or has control flow.
+    """
+    if partition is not None:
+        name = getattr(partition, "method", "given")
+        return plan_feedforward(circuit, partition, max_variants=max_variants), name
+    measured_all = not any(inst.operation.name == "measure" for inst in circuit.data)
+    if measured_all:
+        circuit = circuit.measure_all(inplace=False)
+    Q = len(devices) if monitors is None else int(monitors)
+    if not 1 <= Q <= len(devices):
+        raise PartitionError(f"monitors={monitors} must be between 1 and the {len(devices)} monitor(s) available.")
+    layered = layer_circuit(circuit)
+    live = [q for q, span in enumerate(layered.live) if span]
+    caps = [min(d.num_qubits, math.ceil(len(live) / Q)) for d in devices[:Q]]
+    if sum(caps) < len(live):
+        raise PartitionError(
+            f"The circuit uses {len(live)} qubits but {Q} monitor(s) hold {sum(caps)} (widths "
+            f"{[d.num_qubits for d in devices[:Q]]}); use more or wider devices."
+        )
+    tried: list[tuple[str, Exception]] = []
+    plans: list[tuple[tuple[int, int], str, FeedForwardPlan]] = []
+    for name in CANDIDATES:
+        try:
+            if name == "contiguous":
+                owner, start = {}, 0
+                for p, cap in enumerate(caps):
+                    for q in live[start:start + cap]:
+                        owner[q] = p
+                    start += cap
+                part: Any = owner
+            else:
+                from .partition import partition_circuit
+
+                part = partition_circuit(circuit, caps, method=name, restarts=1)
+            plan = plan_feedforward(circuit, part, max_variants=max_variants, layered=layered)
+        except (FeedForwardError, PartitionError) as exc:
+            tried.append((name, exc))
+            continue
+        plans.append(((plan.executions, len(plan.cuts)), name, plan))
+    if plans:
+        _, name, plan = min(plans, key=lambda x: x[0])
+        plan.measured_all = measured_all
+        return plan, name
+    first = tried[0][1]
+    lines = "; ".join(f"{name} partition: {exc}" for name, exc in tried)
+    raise FeedForwardError(
+        f"No automatic partition of the circuit over {Q} monitor(s) runs with feed-forward cuts. {lines}",
+        gate=getattr(first, "gate", None), layer=getattr(first, "layer", None),
+        instruction=getattr(first, "instruction", None), qubits=getattr(first, "qubits", ()),
+        reason=getattr(first, "reason", str(first)),
+    )
+
+
+# ----------------------------------------------------------------------------- execution
+def distribute(
+    hc,
+    circuit: QuantumCircuit | None,
+    *,
+    shots: int = 1024,
+    partition: Any = None,
+    monitors: int | None = None,
+    max_variants: int = 16,
+    optimization_level: int = 1,
+    seed_transpiler: int | None = 0,
+    cache=None,
+    root: int = 0,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+) -> DistributeResult | None:
+    """Run ``circuit`` across the monitors with exact feed-forward cuts.
+
+    Collective over ``hc``: every process calls it (``circuit`` is only read on classical rank
+    ``root``, which returns the :class:`DistributeResult`; every other process returns None). See
+    :func:`plan_for_devices` for ``partition``, ``monitors`` and ``max_variants``. Each block is
+    compiled for its monitor's device (``optimization_level``, ``seed_transpiler``, ``cache``: a
+    ``monitor_engine.payload.CompileCache``) and every block variant runs ``shots`` shots.
+    ``timeout`` bounds the run (default: the communicator's); ``progress(event, info)`` is called
+    on the root (``plan``, ``compile``, ``executed``, ``reconstruct``).
+
+    Raises:
+        FeedForwardError: (on the root) a cut is not a feed-forward cut; the monitors stand down.
+        PartitionError: (on the root) the circuit does not fit the monitors.
+        DistributeRunError: (on the root) a block failed or did not answer on a monitor.
+    """
+    from monitor_engine.protocol import collective_job
+
+    job = collective_job(hc, "distribute")
+    limit = hc.timeout if timeout is None else float(timeout)
+    if hc.is_quantum:
+        from monitor_engine.serve import serve
+
+        serve(hc, job=job, deadline=time.time() + limit)
+        return None
+    if hc.rank != root:
+        return None
+    return _root(hc, job, circuit, shots, partition, monitors, max_variants, optimization_level,
+                 seed_transpiler, cache, limit, progress or (lambda event, info: None))
+
+
+def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, seed, cache, limit, report):
+    from monitor_engine.dispatch import Dispatcher, Share
+    from monitor_engine.payload import CompileCache, compile_for
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    Q = hc.quantum_size
+    dispatcher = Dispatcher(hc, namespace="distribute")
+    shares: list = []
+    keys: list[tuple[int, int]] = []
+    try:
+        if Q < 1:
+            raise PartitionError("The hybrid communicator has no quantum monitor to run the blocks on.")
+        if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+            raise PartitionError(f"shots must be a positive integer, got {shots!r}.")
+        if not isinstance(circuit, QuantumCircuit):
+            raise PartitionError(
+                f"Expected a qiskit QuantumCircuit on classical rank {hc.rank}, got {type(circuit).__name__}."
+            )
+        plan, name = plan_for_devices(circuit, hc.devices, partition=partition, monitors=monitors,
+                                      max_variants=max_variants)
+        bad = [p for p in plan.blocks if not 0 <= p < Q]
+        if bad:
+            raise PartitionError(f"The partition uses qrank(s) {bad}, but the communicator has {Q} monitor(s).")
+        timings["plan"] = time.perf_counter() - t_start
+        report("plan", {"summary": plan.summary(), "partition": name})
+        t0 = time.perf_counter()
+        cache = CompileCache() if cache is None else cache
+        misses0 = cache.misses
+        for p, block in sorted(plan.blocks.items()):
+            for v, circ in enumerate(block.circuits):
+                payload = compile_for(hc.devices[p], circ, shots=int(shots), cache=cache,
+                                      job_id=f"{job[0]}{job[1]}-q{p}-v{v}",
+                                      optimization_level=level, seed_transpiler=seed)
+                shares.append(Share(payload=payload, qrank=p))
+                keys.append((p, v))
+        timings["compile"] = time.perf_counter() - t0
+        report("compile", {"circuits": len(shares), "compiled": cache.misses - misses0})
+    except Exception as exc:
+        dispatcher.abort(job, range(Q), f"{type(exc).__name__}: {exc}")
+        raise
+
+    def on_result(index, qrank, result, done, total):
+        report("executed", {"qrank": qrank, "block": keys[index][0], "variant": keys[index][1],
+                            "done": done, "total": total, "seconds": result.timings.get("execute")})
+
+    outcome = dispatcher.run(shares, job=job, participants=range(Q), deadline=time.time() + limit,
+                             on_result=on_result, failover=False)
+    timings["dispatch"] = outcome.timings.send
+    timings["execute"] = outcome.timings.collect
+    failures = _failures(hc, outcome, keys)
+    if failures:
+        raise DistributeRunError(f"The distributed run of {len(shares)} block circuit(s) failed.", failures,
+                                 partial=outcome)
+    t0 = time.perf_counter()
+    st = stitch(plan, {k: r.memory for k, r in zip(keys, outcome.results)})
+    timings["reconstruct"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    report("reconstruct", {"shots": st.shots})
+    blocks = []
+    for p, block in sorted(plan.blocks.items()):
+        mine = [r for k, r in zip(keys, outcome.results) if k[0] == p]
+        blocks.append(BlockRun(
+            qrank=p, device=hc.devices[p].name, qubits=block.qubits, clbits=block.num_clbits,
+            variants=block.num_variants if block.runs else 0, methods=tuple(r.method for r in mine),
+            seconds=float(sum(r.timings.get("execute", 0.0) for r in mine)),
+        ))
+    return DistributeResult(
+        num_qubits=plan.num_qubits, num_clbits=plan.num_clbits, shots=st.shots, bits=st.bits,
+        partition=name, blocks=blocks, cuts=[c.to_dict() for c in plan.cuts], executions=plan.executions,
+        timings=timings, bit_rates=st.bit_rates, measured_all=plan.measured_all,
+        compile_cache={"compiled": cache.misses - misses0, "circuits": len(shares)},
+        payload_bytes=sum(s.payload.nbytes for s in shares),
+    )
+
+
+def _failures(hc, outcome, keys) -> list[ProcessFailure]:
+    failed = {q for q, d in outcome.monitors.items() if d.error}
+    out = [ProcessFailure(f"qrank {q}", d.stage, d.error) for q, d in sorted(outcome.monitors.items()) if d.error]
+    out += [
+        ProcessFailure(f"qrank {outcome.placement[i]}", "execute", f"block variant {keys[i]}: {message}")
+        for i, message in outcome.errors.items() if outcome.placement[i] not in failed
+    ]
+    out += [
+        ProcessFailure(f"qrank {q}", "execute", f"block variant {keys[i]}: no result before the deadline.", "timeout")
+        for i, q in outcome.missing.items() if q not in failed
+    ]
+    named = {f.who for f in out}
+    out += [
+        ProcessFailure(f"qrank {q}", "gather", "did not end the job before the deadline.", "timeout")
+        for q in range(hc.quantum_size) if q not in outcome.monitors and f"qrank {q}" not in named
+    ]
+    return out
