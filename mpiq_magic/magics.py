@@ -11,6 +11,8 @@ Line magics::
     %mpiq topology
     %mpiq barrier [CC|QQ|ALL] [--repeat K] [--timeout T] [--out NAME]
     %mpiq ghz N --nodes M [--blocks B] [--shots S] [--serial] [--timeout T] [--out NAME]
+    %mpiq attach [PORT_DIR] [--wait W] [--timeout T]   (a -q 0 cluster joins a `mpiq serve` service)
+    %mpiq release
 
 Cell magics::
 
@@ -52,7 +54,7 @@ BAD_SEND_Q = (
 )
 BAD_LINE = "Cannot split the %mpiq line {line!r}: {error}."
 
-LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz")
+LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release")
 CELL_COMMANDS = ("run", "scatter", "bcast", "gather")
 BOTH_COMMANDS = ("distribute",)  # line or cell
 
@@ -169,6 +171,11 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--serial", action="store_true", help="every block on qrank 0, in turn")
     p.add_argument("--out", type=_identifier, default="ghz_result", metavar="NAME")
     _timeout_arg(p)
+    p = parser("attach")
+    p.add_argument("port_dir", nargs="?", default=None, metavar="PORT_DIR", help="default $MPIQ_PORT_DIR")
+    p.add_argument("--wait", type=_seconds, default=None, metavar="W", help="how long to wait for a free service")
+    _timeout_arg(p)
+    parser("release")
     p = parser("run", "%%mpiq")
     p.add_argument("--targets", choices=["classical", "quantum", "all"], default="all")
     _timeout_arg(p)
@@ -395,6 +402,16 @@ class MPIQMagics(Magics):
         stages = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in result.timings.items())
         print(f"timings: {stages}")
         print(f"The GHZResult is `{args.out}`.")
+
+    def _attach(self, args, cell):
+        from .cluster.attach import attach
+
+        print(attach(self._cluster(), args.port_dir, wait=args.wait, timeout=args.timeout))
+
+    def _release(self, args, cell):
+        from .cluster.attach import release
+
+        print(release(self._cluster()))
 
     # ------------------------------------------------------------------ cell magics
     def _run(self, args, cell):
