@@ -64,6 +64,7 @@ class SlurmHybridCluster(HybridCluster):
         cfg = Config()
         launcher = cfg.SlurmEngineSetLauncher
         launcher.engine_cmd = _proc.engine_command()
+        launcher.batch_file_name = f"{self._profile_dir}/slurm_engine.sbatch"  # not in the caller's cwd
         launcher.batch_template = TEMPLATE.format(
             n=self.size, output=self.job_output, directives="\n".join(directives), classical=self.classical,
             env=env, mpiexec=mpiexec_path(),
