@@ -174,6 +174,15 @@ def build_noise_model(spec: DeviceSpec):
     ``GenericBackendV2`` with the device's width, basis, coupling and seed (thermal relaxation,
     gate and readout errors); it is built once per process and cannot be combined with the rates.
     """
+    if getattr(spec, "calibration", None):
+        from .calibration import calibration_noise_model
+
+        if spec.noise:
+            raise BackendError(
+                f"Device {spec.name} has calibration '{spec.calibration}' and noise {dict(spec.noise)}; "
+                "its noise comes from the calibration, drop the noise rates."
+            )
+        return calibration_noise_model(spec.calibration)
     noise = dict(spec.noise or {})
     rates = {k: float(noise.get(k, 0.0)) for k in ("depolarizing", "depolarizing_2q", "readout")}
     if noise.get("generic"):
@@ -282,7 +291,7 @@ class AerDeviceBackend(DeviceBackend):
         """The simulation method for ``circuit``: the configured one, or the automatic pick."""
         if self.spec.method != "automatic":
             return self.spec.method
-        if _is_pauli_noise(self.spec.noise) and is_clifford(circuit):
+        if _is_pauli_noise(self.spec.noise) and not getattr(self.spec, "calibration", None) and is_clifford(circuit):
             return "stabilizer"
         limit = self.memory_limit
         if limit is None:
@@ -304,15 +313,7 @@ class AerDeviceBackend(DeviceBackend):
 
     def run(self, circuit: QuantumCircuit, shots: int, seed: int | None) -> BackendRun:
         method = self.choose_method(circuit)
-        options: dict[str, Any] = {"shots": shots, "memory": True}
-        if seed is not None:
-            options["seed_simulator"] = seed
-        result = self._simulator(method).run(circuit, **options).result()
-        if not result.success:
-            raise BackendError(
-                f"Aer ({method}) failed to run circuit '{circuit.name}' on device "
-                f"{self.spec.name}: {_aer_status(result)}"
-            )
+        result = self._aer_run(method, circuit, shots, seed, "circuit")
         data = result.results[0].data
         num_bits = circuit.num_clbits
         memory = pack_hex_memory(getattr(data, "memory", None) or ["0x0"] * shots, num_bits)
@@ -326,23 +327,26 @@ class AerDeviceBackend(DeviceBackend):
         if not binds or rows == 1:
             return super().run_sweep(circuit, binds, rows, shots, seed)
         method = self.choose_method(circuit)
-        options: dict[str, Any] = {
-            "shots": shots, "memory": True,
-            "parameter_binds": [{p: [float(x) for x in v] for p, v in binds.items()}],
-        }
-        if seed is not None:
-            options["seed_simulator"] = seed
-        result = self._simulator(method).run(circuit, **options).result()
-        if not result.success:
-            raise BackendError(
-                f"Aer ({method}) failed to run parameterized circuit '{circuit.name}' on device "
-                f"{self.spec.name}: {_aer_status(result)}"
-            )
+        binds = [{p: [float(x) for x in v] for p, v in binds.items()}]
+        result = self._aer_run(method, circuit, shots, seed, "parameterized circuit", parameter_binds=binds)
         nbytes = (circuit.num_clbits + 7) // 8
         memory = np.empty((rows, shots, nbytes), dtype=np.uint8)
         for r, experiment in enumerate(result.results):
             memory[r] = pack_hex_memory(getattr(experiment.data, "memory", None) or ["0x0"] * shots, circuit.num_clbits)
         return memory, method
+
+    def _aer_run(self, method: str, circuit: QuantumCircuit, shots: int, seed: int | None, what: str, **extra: Any):
+        """One Aer run with shot memory; BackendError naming the device if it failed."""
+        options: dict[str, Any] = {"shots": shots, "memory": True, **extra}
+        if seed is not None:
+            options["seed_simulator"] = seed
+        result = self._simulator(method).run(circuit, **options).result()
+        if not result.success:
+            raise BackendError(
+                f"Aer ({method}) failed to run {what} '{circuit.name}' on device "
+                f"{self.spec.name}: {_aer_status(result)}"
+            )
+        return result
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -350,6 +354,7 @@ class AerDeviceBackend(DeviceBackend):
             "method": self.spec.method,
             "threads": self.spec.threads,
             "noise": dict(self.spec.noise) if self.spec.noise else None,
+            **({"calibration": self.spec.calibration} if getattr(self.spec, "calibration", None) else {}),
         }
 
 

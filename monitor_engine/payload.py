@@ -199,6 +199,7 @@ def compile_for(
     optimization_level: int = 1,
     seed_transpiler: int | None = 0,
     parameterized: bool = False,
+    require_measurements: bool | None = None,
 ) -> Payload:
     """Compile ``circuit`` for ``device``'s Target and wrap it as a device-ready :class:`Payload`.
 
@@ -217,6 +218,14 @@ def compile_for(
         UsageError: ``shots`` is not a positive integer.
     """
     _check_compilable(device, circuit, shots, parameterized)
+    if require_measurements is None:
+        require_measurements = not parameterized  # primitives (parameterized) decide themselves
+    if require_measurements and not any(inst.operation.name == "measure" for inst in circuit.data):
+        # a sampler would "succeed" with {'': shots}; estimator-style callers pass False
+        raise CompileError(
+            f"Circuit '{circuit.name}' has no measurements, so running it on device {device.name} "
+            "would return no counts; add measurements (e.g. qc.measure_all()) before sending it."
+        )
     cache = DEFAULT_CACHE if cache is None else cache
     key = (structure_key(circuit), isa_fingerprint(device), optimization_level, seed_transpiler)
     entry = cache.get(key)

@@ -12,19 +12,73 @@ from .kernel.errors import MPIQError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .launch import mpiq_command
+    from .cluster.processes import make_temp_dir
+    from .kernel.config import resolve_devices
+    from .launch import Supervised, mpiq_command
 
+    # everything is checked before anything starts: a bad argument costs no MPI job
     if not os.path.exists(args.script):
         raise MPIQError(f"Script '{args.script}' does not exist.")
+    if args.timeout is not None and not (args.timeout >= 0 and args.timeout < float("inf")):
+        raise MPIQError(f"--timeout must be a number of seconds >= 0 (0: no limit), got {args.timeout:g}.")
     cmd, env = mpiq_command(
-        [sys.executable, args.script, *args.script_args],
+        [sys.executable, "-m", "mpiq_magic.runner", args.script, *args.script_args],
         classical=args.classical,
         quantum=args.quantum,
         devices=args.devices,
     )
-    if args.timeout:
-        cmd = ["timeout", "--kill-after=5", str(args.timeout), *cmd]
-    return subprocess.call(cmd, env={**os.environ, **env})
+    if args.devices:  # one copy of a bad devices file's error, here, not one per rank
+        resolve_devices(env["MPIQ_DEVICES"], args.quantum)
+    failures = make_temp_dir("mpiq-run-")
+    try:
+        job = Supervised(cmd, {**os.environ, **env, "MPIQ_FAILURE_DIR": failures},
+                         timeout=args.timeout or None, dirs=[failures])
+        rc = job.run()
+        reports = _failure_reports(failures)
+    finally:
+        import shutil
+
+        shutil.rmtree(failures, ignore_errors=True)
+    if reports:
+        print(_format_failures(reports), file=sys.stderr)
+        return int(reports[0].get("code") or 1)
+    if job.timed_out:
+        print(f"mpiq: error: the job did not finish within --timeout {args.timeout:g} s and was stopped.", file=sys.stderr)
+        return rc
+    if rc != 0 and job.noise:
+        sys.stderr.writelines(job.noise)
+    return rc
+
+
+def _failure_reports(directory: str) -> list[dict]:
+    import json
+
+    reports = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("rank-") and name.endswith(".json"):
+            try:
+                with open(os.path.join(directory, name)) as f:
+                    reports.append(json.load(f))
+            except (OSError, ValueError):
+                pass
+    return sorted(reports, key=lambda r: r.get("rank", -1))
+
+
+def _format_failures(reports: list[dict]) -> str:
+    """Each distinct failure once, naming every rank it happened on."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in reports:
+        groups.setdefault((r.get("type"), r.get("message")), []).append(r)
+    lines = []
+    for (kind, message), same in groups.items():
+        first = same[0]
+        lines.append(f"mpiq: error: {first['who']} failed: {kind}: {message}")
+        if len(same) > 1:
+            lines.append(f"  (the same error on {', '.join(r['who'] for r in same[1:])})")
+        if first.get("traceback"):
+            lines.append(first["traceback"].rstrip())
+    lines.append("mpiq: the job was ended at the first failure, so no rank waited out a timeout.")
+    return "\n".join(lines)
 
 
 def _cmd_slurm(args: argparse.Namespace) -> int:
@@ -36,12 +90,17 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
             classical_partition=args.classical_partition, quantum_partition=args.quantum_partition,
             quantum_nodes=args.quantum_nodes, time=args.time, num_qubits=args.num_qubits,
             method=args.method, python=args.python, srun_args=args.srun_args, release=args.release,
+            exclusive_qpu=args.exclusive_qpu, split=args.split,
         )
     )
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
-        print(f"Wrote {args.output}; submit it with: sbatch {args.output}")
+        if args.split:
+            os.chmod(args.output, 0o755)
+            print(f"Wrote {args.output}; submit the {args.split} chained sub-jobs with: bash {args.output}")
+        else:
+            print(f"Wrote {args.output}; submit it with: sbatch {args.output}")
     else:
         print(text, end="")
     return 0
@@ -79,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--classical", type=int, default=1, help="classical ranks (default 1)")
     run.add_argument("-q", "--quantum", type=int, default=2, help="quantum processes (default 2)")
     run.add_argument("--devices", help="devices TOML file (default: Q local devices on 127.0.0.1)")
-    run.add_argument("--timeout", type=int, default=0, help="kill the job after this many seconds (0: no limit)")
+    run.add_argument("--timeout", type=float, default=0, help="kill the job after this many seconds (0: no limit)")
     run.add_argument("script")
     run.add_argument("script_args", nargs=argparse.REMAINDER)
     run.set_defaults(func=_cmd_run)
@@ -98,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--release", action="store_true",
                        help="quantum group as a service the script attaches to (monitor_engine.attach); "
                             "its component is cancelled as soon as the script releases it")
+    slurm.add_argument("--exclusive-qpu", action="store_true",
+                       help="the quantum component takes its nodes exclusively (one QPU, one job at a time)")
+    slurm.add_argument("--split", type=int, default=0, metavar="K",
+                       help="write a submit script for K sub-jobs chained with --dependency=afterok "
+                            "(checkpoints: mpiq_magic.slurm.current_step)")
     slurm.add_argument("-o", "--output", help="write the script here instead of printing it")
     slurm.add_argument("script")
     slurm.set_defaults(func=_cmd_slurm)
@@ -115,8 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     _add_ghz_commands(sub)
+    _add_qaoa_commands(sub)
     _add_distribute_commands(sub)
     return parser
+
+
+def _add_qaoa_commands(sub) -> None:
+    """``qaoa`` lives with the distributed QAOA package (mpiq_magic/qaoa/cli.py)."""
+    from .qaoa.cli import add_commands
+
+    add_commands(sub)
 
 
 def _add_ghz_commands(sub) -> None:

@@ -11,6 +11,8 @@ Line magics::
     %mpiq topology
     %mpiq barrier [CC|QQ|ALL] [--repeat K] [--timeout T] [--out NAME]
     %mpiq ghz N --nodes M [--blocks B] [--shots S] [--serial] [--timeout T] [--out NAME]
+    %mpiq attach [PORT_DIR] [--wait W] [--timeout T]   (a -q 0 cluster joins a `mpiq serve` service)
+    %mpiq release
 
 Cell magics::
 
@@ -50,7 +52,7 @@ BAD_SEND_Q = (
 )
 BAD_LINE = "Cannot split the %mpiq line {line!r}: {error}."
 
-LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz")
+LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release")
 CELL_COMMANDS = ("run", "scatter", "bcast", "gather")
 
 _active: Any = None  # the HybridCluster started by %mpiq start
@@ -166,6 +168,11 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--serial", action="store_true", help="every block on qrank 0, in turn")
     p.add_argument("--out", type=_identifier, default="ghz_result", metavar="NAME")
     _timeout_arg(p)
+    p = parser("attach")
+    p.add_argument("port_dir", nargs="?", default=None, metavar="PORT_DIR", help="default $MPIQ_PORT_DIR")
+    p.add_argument("--wait", type=_seconds, default=None, metavar="W", help="how long to wait for a free service")
+    _timeout_arg(p)
+    parser("release")
     p = parser("run", "%%mpiq")
     p.add_argument("--targets", choices=["classical", "quantum", "all"], default="all")
     _timeout_arg(p)
@@ -295,9 +302,19 @@ class MPIQMagics(Magics):
             made.append(self._topology_view)  # status changes (busy, dead) show on the topology
         return Dashboard(*made, mode=mode).show()
 
+    def _release_topology(self) -> None:
+        view, self._topology_view = self._topology_view, None
+        release = getattr(view, "release", None)
+        if release is not None:
+            try:
+                release()
+            except Exception:
+                pass
+
     def _show_topology(self, cluster: Any) -> None:
         if self.widget_mode == "text":
             return
+        self._release_topology()  # one live topology view at a time
         from .widgets import TopologyWidget, resolve_mode
 
         mode = resolve_mode(self.widget_mode)
@@ -309,8 +326,13 @@ class MPIQMagics(Magics):
         try:
             return fn(progress=progress, **kwargs)
         finally:
+            # a cell's dashboard is released when the cell ends: its output keeps a static copy
+            # and its widgets are closed (the topology view, shared by every cell, stays live)
+            release = getattr(progress, "release", None)
             close = getattr(progress, "close", None)
-            if close is not None:
+            if release is not None:
+                release(keep=[self._topology_view])
+            elif close is not None:
                 close()
 
     # ------------------------------------------------------------------ line magics
@@ -338,7 +360,7 @@ class MPIQMagics(Magics):
         if _active is None:
             raise UsageError(NO_CLUSTER)
         shutdown_active_cluster()
-        self._topology_view = None
+        self._release_topology()
         self._ns().pop("mpiq_cluster", None)
         print("Stopped the hybrid cluster.")
 
@@ -370,6 +392,16 @@ class MPIQMagics(Magics):
         stages = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in result.timings.items())
         print(f"timings: {stages}")
         print(f"The GHZResult is `{args.out}`.")
+
+    def _attach(self, args, cell):
+        from .cluster.attach import attach
+
+        print(attach(self._cluster(), args.port_dir, wait=args.wait, timeout=args.timeout))
+
+    def _release(self, args, cell):
+        from .cluster.attach import release
+
+        print(release(self._cluster()))
 
     # ------------------------------------------------------------------ cell magics
     def _run(self, args, cell):

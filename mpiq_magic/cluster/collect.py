@@ -42,6 +42,7 @@ def collect(
     seen: dict[int, set] = {e: set() for e in tasks}  # event keys repeat across engines
     pending = dict(tasks)
     dead: list[int] = []
+    controller_dead: list[bool] = []
 
     def forward_events() -> None:
         for e, ar in tasks.items():
@@ -62,6 +63,9 @@ def collect(
                 return
             if now >= next_check and cluster.engines:
                 next_check = now + 0.25
+                if not getattr(cluster, "controller_alive", True):
+                    controller_dead.append(True)  # nothing can answer any more
+                    return
                 for e in cluster._dead_engines(pending):
                     pending.pop(e)
                     dead.append(e)
@@ -95,7 +99,16 @@ def collect(
     alive_unanswered = [e for e in unanswered if e not in late_dead]
     for e in alive_unanswered:
         label = cluster.engines[e].label() if e < len(cluster.engines) else f"engine {e}"
+        if controller_dead:
+            failures.append(EngineFailure(
+                e, op, f"{label} cannot answer: the ipyparallel controller died; stop the cluster and start a new one.",
+                "dead",
+            ))
+            continue
         failures.append(EngineFailure(e, op, f"{label} did not answer within {timeout:g} s.", "timeout"))
+    if controller_dead:
+        cluster._remember(failures)
+        return Outcome(values, failures, unanswered, sorted(set(dead) | set(late_dead)))
     if interrupt and alive_unanswered:
         interrupt_engines(cluster, {e: tasks[e] for e in alive_unanswered})
     cluster._remember(failures)

@@ -163,6 +163,21 @@ def topology() -> Any:
     return hc().topology
 
 
+def serve_job(job: int, deadline: float) -> int:
+    """A monitor's part of cluster job ``job`` on the dispatch path; returns how many payloads it ran.
+
+    Raises:
+        RuntimeError: the job failed on this monitor (its hook or its batches).
+    """
+    from monitor_engine.serve import serve
+
+    report = serve(hc(), job=("cluster", job), deadline=deadline)
+    failed = [d.error for d in report.done if d.error]
+    if failed:
+        raise RuntimeError(failed[0])
+    return report.executed
+
+
 def dispatcher():
     """Classical rank 0's one Dispatcher (its compile cache stays warm across cells)."""
     d = _STATE.get("dispatcher")

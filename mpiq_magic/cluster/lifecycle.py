@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,6 +111,8 @@ class HybridCluster:
         self._warm: dict[int, Any] = {}
         self._job = 0
         self._owned_pids: dict[int, float] = {}
+        self._watchdog: Any = None
+        self._controller_pid: int | None = None
         self.start_seconds: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -141,6 +142,9 @@ class HybridCluster:
         t0 = time.perf_counter()
         _proc.register(self)
         try:
+            from ..watchdog import Watchdog
+
+            self._watchdog = Watchdog()  # kills what this start creates if this process dies
             self._start_ipp()
             self._check_ranks()
             self._init_engines()
@@ -157,18 +161,23 @@ class HybridCluster:
         import ipyparallel as ipp
         from traitlets.config import Config
 
-        from ..launch import mpiexec_path
+        from ..launch import local_mpiexec, loopback_env
 
         if self._profile_dir_arg is None:
-            self._profile_dir = tempfile.mkdtemp(prefix="mpiq-cluster-")
+            self._profile_dir = _proc.make_temp_dir("mpiq-cluster-")  # also reaps dead owners' dirs
+            self._watchdog.remove_dir(self._profile_dir)
         else:
             self._profile_dir = self._profile_dir_arg
         cfg = Config()
         launcher = cfg.MPIEngineSetLauncher
-        launcher.mpi_cmd = [mpiexec_path()]
-        launcher.mpi_args = ["-disable-auto-cleanup"]
+        mpiexec, mpi_args = local_mpiexec(survive_rank_death=True)
+        launcher.mpi_cmd = [mpiexec]
+        launcher.mpi_args = mpi_args
         launcher.engine_cmd = _proc.engine_command()
-        launcher.environment = {"PYTHONUNBUFFERED": "1", "MPIQ_CLASSICAL": str(self.classical), **self.env}
+        # a single-host cluster: every listener on loopback (MPI netmod here, controller below)
+        launcher.environment = {
+            "PYTHONUNBUFFERED": "1", "MPIQ_CLASSICAL": str(self.classical), **loopback_env(), **self.env,
+        }
         launcher.stop_seconds_until_kill = 2
         cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
         self._ipp = ipp.Cluster(
@@ -178,10 +187,14 @@ class HybridCluster:
             config=cfg,
             delay=0,
             controller_args=["--ping=1000"],  # heartbeat period (ms): engines register sooner
+            controller_ip="127.0.0.1",
             engine_timeout=int(self.start_timeout),
             log_level=self.log_level,
         )
         self._ipp.start_cluster_sync()
+        roots = [getattr(self._ipp.controller, "pid", None), getattr(self._ipp.engine_set, "pid", None)]
+        self._controller_pid = roots[0]
+        self._watchdog.track([p for p in roots if p])
         client = self._ipp.connect_client_sync()
         self._client = client
         deadline = time.monotonic() + self.start_timeout
@@ -223,7 +236,9 @@ class HybridCluster:
         if out.failures:
             raise cluster_error("The hybrid communicator could not be initialised on the engines.", out)
         self.engines = [info for _, info in sorted(out.values.items())]
-        self._owned_pids = {}
+        # every process of the cluster, by PID and creation time: controller (and its
+        # schedulers), mpiexec, proxies, engines; stop() kills whatever is left of them
+        self._owned_pids = _proc.tree([p for p in (self._controller_pid, getattr(self._ipp.engine_set, "pid", None)) if p])
         for info in self.engines:
             for pid in (info.pid, info.ppid):
                 created = _proc.create_time(pid) if info.node == node_id() else None
@@ -242,12 +257,16 @@ class HybridCluster:
         return time.perf_counter() - t0
 
     def stop(self) -> None:
-        """Stop engines and controller; kill (by PID) any engine process left over. Idempotent."""
+        """Stop engines and controller; kill (by PID) every process left over. Idempotent.
+
+        Works with a dead controller too: what did not stop gracefully is killed by PID (the
+        recorded processes and, through the watchdog, everything they started).
+        """
         _proc.live_clusters.discard(self)
         client, self._client = self._client, None
         if client is not None:
             try:
-                client.close()
+                client.close(linger=0)
             except Exception:
                 pass
         if self._ipp is not None:
@@ -260,13 +279,30 @@ class HybridCluster:
                     stop()
                 except Exception:
                     pass
+            _stop_async_thread(cluster)
         for pid, created in self._owned_pids.items():
             _proc.kill_if_same(pid, created)
         self._owned_pids = {}
         self._warm = {}
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.reap()  # whatever the controller or mpiexec started and left behind
         if self._profile_dir and self._profile_dir_arg is None:
             shutil.rmtree(self._profile_dir, ignore_errors=True)
         self._profile_dir = None
+        self._controller_pid = None
+
+    @property
+    def controller_alive(self) -> bool:
+        """Whether the ipyparallel controller process is still there."""
+        return self._controller_pid is None or _proc.alive(self._controller_pid)
+
+    def _check_controller(self) -> None:
+        if not self.controller_alive:
+            raise ClusterStateError(
+                f"The ipyparallel controller (pid {self._controller_pid}) is dead, so no engine can be "
+                "reached; stop the cluster (%mpiq stop, or cluster.stop()) and start a new one."
+            )
 
     def __enter__(self) -> "HybridCluster":
         return self.start()
@@ -477,6 +513,7 @@ class HybridCluster:
 
     def _timeout(self, timeout: float | None) -> float:
         self._require()
+        self._check_controller()
         if timeout is None:
             return self.timeout
         check_timeout(timeout, "timeout")
@@ -555,13 +592,35 @@ class HybridCluster:
         return dead
 
     def _collect(self, op: str, tasks: Mapping[int, Any], timeout: float, *args: Any, **kwargs: Any) -> Outcome:
-        """See :func:`mpiq_magic.cluster.collect.collect`."""
+        """See :func:`mpiq_magic.cluster.collect.collect`. A scatter/bcast past its timeout is
+        interrupted on the engines, so it does not keep rank 0 busy and silently delay the next
+        operation by the remainder."""
+        if op in ("scatter", "bcast") and len(args) < 2:
+            kwargs.setdefault("interrupt", True)
         return collect(self, op, tasks, timeout, *args, **kwargs)
 
     def _remember(self, failures: Iterable[EngineFailure]) -> None:
         for f in failures:
             if f.engine is not None:
                 self._last_error[f.engine] = f.line()
+
+
+def _stop_async_thread(cluster: Any) -> None:
+    """End the IOLoop thread ipyparallel starts for its ``*_sync`` calls inside a running event
+    loop (a notebook kernel); it is never stopped otherwise: one thread and three descriptors
+    per start/stop cycle."""
+    thread = getattr(cluster, "_async_thread", None)
+    loop = getattr(cluster, "_thread_loop", None)
+    if thread is None or loop is None:
+        return
+    try:
+        loop.add_callback(loop.stop)
+        thread.join(5)
+        if not thread.is_alive():
+            loop.close(all_fds=False)
+    except Exception:
+        pass
+    cluster._async_thread = None
 
 
 def _frame_size(frame: Any) -> int:

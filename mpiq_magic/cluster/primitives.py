@@ -141,13 +141,7 @@ def primitive_task(job: int, deadline: float, request: PrimitiveRequest | None):
     """Monitors serve the job; rank 0 runs the tasks and returns a :class:`PrimitiveReply`."""
     hc = E.hc()
     if hc.is_quantum:
-        from monitor_engine.serve import serve
-
-        report = serve(hc, job=("cluster", job), deadline=deadline)
-        failed = [d.error for d in report.done if d.error]
-        if failed:
-            raise RuntimeError(failed[0])
-        return report.executed
+        return E.serve_job(job, deadline)
     if hc.rank != 0:
         return None
     return _root(job, deadline, request)

@@ -29,19 +29,56 @@ class EngineStatus:
         }
 
 
+#: Seconds a controller query may take before the controller counts as unresponsive.
+QUERY_TIMEOUT = 5.0
+
+
+def query(client: Any, msg_type: str, content: dict | None = None, timeout: float = QUERY_TIMEOUT) -> dict:
+    """One request to the ipyparallel controller, answered within ``timeout`` or TimeoutError.
+
+    ipyparallel's own query methods (``queue_status``, ``purge_results`` ...) wait forever for
+    the reply, which hangs the notebook when the controller is dead.
+    """
+    import concurrent.futures
+
+    future = client._send(client._query_stream, msg_type, content=content or {})
+    try:
+        reply = future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"the ipyparallel controller did not answer a {msg_type} within {timeout:g} s") from None
+    return reply["content"]
+
+
+def queue_status(client: Any, timeout: float = QUERY_TIMEOUT) -> dict[int, Any]:
+    """``client.queue_status()`` with a timeout."""
+    content = dict(query(client, "queue_request", {"targets": None, "verbose": False}, timeout))
+    if content.pop("status", "ok") != "ok":
+        raise RuntimeError(f"the controller refused the queue query: {content.get('evalue', content)}")
+    out = {}
+    for k, v in content.items():
+        try:
+            out[int(k)] = v
+        except ValueError:
+            out[k] = v
+    return out
+
+
 @dataclass(frozen=True)
 class ClusterStatus:
     """Roles, devices, busy/idle/dead and the last error of every engine."""
 
     running: bool
     engines: tuple[EngineStatus, ...] = ()
+    #: Why the controller could not be asked (dead or unresponsive); None when it answered.
+    controller_error: str | None = None
 
     @property
     def dead(self) -> list[int]:
         return [e.info.engine for e in self.engines if e.state == "dead"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"running": self.running, "engines": [e.to_dict() for e in self.engines]}
+        return {"running": self.running, "engines": [e.to_dict() for e in self.engines],
+                "controller_error": self.controller_error}
 
     def __str__(self) -> str:
         if not self.running:
@@ -57,6 +94,8 @@ class ClusterStatus:
         lines = ["  ".join(r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5] for r in rows]
         counts = {s: sum(e.state == s for e in self.engines) for s in ("idle", "busy", "dead")}
         head = f"hybrid cluster: {len(self.engines)} engines ({', '.join(f'{n} {s}' for s, n in counts.items())})"
+        if self.controller_error:
+            head += f"\ncontroller: {self.controller_error}"
         return "\n".join([head, *(line.rstrip() for line in lines)])
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
@@ -68,10 +107,18 @@ def status(cluster: "HybridCluster") -> ClusterStatus:
     if not cluster.running:
         return ClusterStatus(False)
     dead = set(cluster._dead_engines(range(cluster.size)))
-    try:
-        queues = cluster._client.queue_status()
-    except Exception:
-        queues = {}
+    controller_error = None
+    queues: Any = {}
+    if not cluster.controller_alive:
+        controller_error = (
+            f"the ipyparallel controller (pid {cluster._controller_pid}) is dead; no engine can be "
+            "reached. Stop the cluster (%mpiq stop) and start a new one."
+        )
+    else:
+        try:
+            queues = queue_status(cluster._client)
+        except Exception as exc:  # noqa: BLE001 - shown in the status, never a hang
+            controller_error = f"{exc}; the queue lengths are unknown."
     rows = []
     for info in cluster.engines:
         q = queues.get(info.engine, {}) if isinstance(queues, dict) else {}
@@ -80,4 +127,4 @@ def status(cluster: "HybridCluster") -> ClusterStatus:
         rows.append(EngineStatus(info, state, queued, cluster._last_error.get(info.engine)))
     for e in dead:
         cluster._emit({"event": "status", "who": cluster.engines[e].who, "status": "dead"})
-    return ClusterStatus(True, tuple(rows))
+    return ClusterStatus(True, tuple(rows), controller_error)

@@ -11,9 +11,7 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -102,15 +100,52 @@ def check_ghz_args(
         )
     chosen = method or narrow.method
     if chosen == "statevector":
-        need_bytes = 16 * 2**width
         available = _available_memory()
-        if need_bytes > available:
+        # integer arithmetic throughout: 2**width is exact at any width, never a float overflow
+        if width > 200 or 16 * 2**width > available:
             raise GHZArgumentError(
-                f"A {width}-qubit statevector needs {need_bytes / 2**30:.1f} GiB but only "
-                f"{available / 2**30:.1f} GiB of memory is available; use more blocks or "
+                f"A {width}-qubit statevector needs {statevector_size(width)} but only "
+                f"{_bytes_text(available)} of memory is available; use more blocks or "
                 f"--method automatic (GHZ circuits are Clifford: stabilizer simulation)."
             )
     return blocks
+
+
+def statevector_size(width: int) -> str:
+    """The memory of a ``width``-qubit complex128 statevector, readable at any width."""
+    exponent = width + 4  # 16 bytes per amplitude
+    if exponent <= 60:
+        return _bytes_text(2**exponent)
+    return f"2^{exponent} bytes (2^{exponent - 60} EiB)"
+
+
+def _bytes_text(n: int) -> str:
+    for unit, shift in (("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_timeout(value: float, option: str = "--timeout") -> float:
+    """A finite, positive number of seconds; else an error before anything starts."""
+    if not (value > 0 and math.isfinite(value)):
+        raise GHZArgumentError(f"{option} must be a positive number of seconds, got {value:g}.")
+    return value
+
+
+def check_output_path(path: str | None, option: str) -> None:
+    """The file can be written (its directory exists and is writable): checked before the job
+    runs, so a bad path does not lose the result of a whole run."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise GHZArgumentError(f"{option} {path!r} is a directory; give a file name.")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise GHZArgumentError(f"{option} {path!r}: the directory {str(parent)!r} does not exist.")
+    if target.exists() and not os.access(target, os.W_OK) or not os.access(parent, os.W_OK | os.X_OK):
+        raise GHZArgumentError(f"{option} {path!r} is not writable.")
 
 
 def _available_memory() -> int:
@@ -196,9 +231,13 @@ def launch_job(
     classical: int = 1,
 ) -> dict[str, Any]:
     """Run the job under the bundled mpiexec with ``classical`` + ``quantum`` ranks; return OUT."""
-    from ..launch import mpiq_command
+    import shutil
 
-    with tempfile.TemporaryDirectory(prefix="mpiq-ghz-") as tmp:
+    from ..cluster.processes import make_temp_dir
+    from ..launch import Supervised, mpiq_command
+
+    tmp = make_temp_dir("mpiq-ghz-")  # removed below, by the watchdog if this process dies
+    try:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec = {**spec, "classical": classical, "launched_at": time.time()}
         spec_path.write_text(json.dumps(spec))
@@ -207,29 +246,27 @@ def launch_job(
             classical=classical,
             quantum=quantum,
         )
-        cmd = ["timeout", "--kill-after=5", str(int(math.ceil(timeout))), *cmd]
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=full_env, bufsize=1)
-        assert proc.stdout is not None
+
+        def on_line(line: str) -> None:
+            if line.startswith(PROGRESS_PREFIX):
+                if progress is not None:
+                    try:
+                        progress(json.loads(line[len(PROGRESS_PREFIX):]))
+                    except ValueError:
+                        pass
+            else:
+                sys.stdout.write(line)
+
+        job = Supervised(cmd, full_env, timeout=timeout, on_line=on_line, dirs=[tmp])
         try:
-            for line in proc.stdout:
-                if line.startswith(PROGRESS_PREFIX):
-                    if progress is not None:
-                        try:
-                            progress(json.loads(line[len(PROGRESS_PREFIX):]))
-                        except ValueError:
-                            pass
-                else:
-                    sys.stdout.write(line)
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=10)
-            raise
+            rc = job.run()
         finally:
             if progress is not None:
                 progress.close()
         out = json.loads(out_path.read_text()) if out_path.exists() else None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if out is not None and out.get("error"):
         raise MPIQError(f"The GHZ job failed: {out['error']}")
     if rc == 124 or rc == 137:
@@ -303,6 +340,8 @@ def format_barrier(record: dict[str, Any] | None, rounds: list[dict] | None = No
 
 # ----------------------------------------------------------------------------- commands
 def _cmd_ghz(args: argparse.Namespace) -> int:
+    check_timeout(args.timeout)
+    check_output_path(args.json, "--json")
     noise = parse_noise(args.noise)
     devices = resolve_devices(args.devices, max(args.nodes, 1), args.method, noise)
     blocks = check_ghz_args(args.qubits, args.nodes, args.blocks, args.shots, args.method, args.serial, devices)
@@ -338,6 +377,8 @@ def _cmd_ghz(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    check_timeout(args.timeout)
+    check_output_path(args.report, "--report")
     noise = parse_noise(args.noise)
     devices = resolve_devices(None, args.nodes, None, noise)
     blocks = check_ghz_args(args.qubits, args.nodes, args.blocks, args.shots, None, False, devices)

@@ -15,12 +15,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from mpi4py import MPI
-
-from .addressing import ANY_SOURCE, ANY_TAG, Device, QRank, Rank
-from .barrier import ALL, CC, QQ, BarrierFlag, BarrierRecord
-from .comm import LIBRARY_LAYERS, HybridComm
-from .requests import Request, testall, testany, waitall, waitany
+# MPI-free modules load eagerly; everything that imports mpi4py.MPI loads on first use
+# (module ``__getattr__`` below), so a client (the notebook kernel, the ``mpiq`` launcher)
+# can import ``mpiq_magic.kernel.config``/``errors``/``topology`` without initialising MPI.
 from .config import DeviceSpec, default_devices, load_devices, resolve_devices
 from .errors import (
     AddressError,
@@ -35,6 +32,30 @@ from .errors import (
 )
 from .topology import Topology, check_binding, local_host_info, map_classical, map_quantum
 from .waiting import DEFAULT_TIMEOUT, Deadline, poll
+
+_LAZY = {
+    "ANY_SOURCE": "addressing", "ANY_TAG": "addressing", "Device": "addressing", "QRank": "addressing",
+    "Rank": "addressing", "ALL": "barrier", "CC": "barrier", "QQ": "barrier", "BarrierFlag": "barrier",
+    "BarrierRecord": "barrier", "LIBRARY_LAYERS": "comm", "HybridComm": "comm", "Request": "requests",
+    "testall": "requests", "testany": "requests", "waitall": "requests", "waitany": "requests",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Names from the MPI-using modules, imported (and MPI initialised) on first use."""
+    if name == "MPI":
+        from mpi4py import MPI
+
+        return MPI
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "init", "HybridComm", "Request", "Rank", "QRank", "Device", "ANY_SOURCE", "ANY_TAG",
@@ -63,7 +84,7 @@ def _classical_ranks(classical: int | Sequence[int] | None, size: int) -> list[i
     return ranks
 
 
-def _agree(comm: MPI.Intracomm, fn: Callable[[], Any]) -> Any:
+def _agree(comm: "MPI.Intracomm", fn: Callable[[], Any]) -> Any:
     """Run ``fn`` everywhere; if it failed anywhere, raise the same error on every process."""
     try:
         value, error = fn(), None
@@ -76,14 +97,14 @@ def _agree(comm: MPI.Intracomm, fn: Callable[[], Any]) -> Any:
             raise error
         kinds = {name for _, (name, _) in failed}
         cls = BindingError if kinds == {"BindingError"} else ConfigError
-        raise cls(" ".join(msg for _, (_, msg) in failed))
+        raise cls(" ".join(dict.fromkeys(msg for _, (_, msg) in failed)))  # each message once
     return value
 
 
 def init(
     devices: str | os.PathLike[str] | Sequence[DeviceSpec] | None = None,
     classical: int | Sequence[int] | None = None,
-    comm: MPI.Intracomm | None = None,
+    comm: "MPI.Intracomm | None" = None,
     timeout: float | None = None,
     seed: int = 0,
 ) -> HybridComm:
@@ -94,6 +115,10 @@ def init(
     ``$MPIQ_DEVICES`` or the embedded default (local devices on 127.0.0.1). Quantum process j
     gets qrank j and device entry j. ``timeout``: default for every blocking call (seconds).
     """
+    from mpi4py import MPI
+
+    from .comm import HybridComm
+
     comm = MPI.COMM_WORLD if comm is None else comm
     size = comm.Get_size()
     arrived = comm.Ibarrier()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
+from .collectives import shared_node
 from .errors import MPIQError, MPIQTimeoutError, UsageError
 from .waiting import Deadline, poll
 
@@ -210,7 +211,7 @@ class _ArrivalBoard:
 
     def __init__(self, comm: MPI.Intracomm):
         self.comm = comm
-        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.node = shared_node(comm)
         self.node_ranks = self.node.allgather(comm.Get_rank())
         item = np.dtype(np.int64).itemsize
         size = item * self.node.Get_size() if self.node.Get_rank() == 0 else 0
@@ -229,23 +230,32 @@ class _ArrivalBoard:
         tbuf, _ = self.twin.Shared_query(0)
         self.stamps = np.ndarray(shape, dtype=np.float64, buffer=tbuf)
         self.stamps[:, self.slot] = -1.0
+        self.flat = memoryview(tbuf).cast("B").cast("d")  # plain indexing: cheaper than numpy here
+        self.nn = nn
         # node slot of each comm rank, so a read gives the times in comm-rank order
         self.order = [self.node_ranks.index(r) for r in range(comm.Get_size())] if self.local else []
         self.waiting: dict[int, BarrierRecord] = {}
         self.node.Barrier()
         self.abandoned: list[MPI.Request] = []
 
+    def _cell(self, seq: int, slot: int, kind: int) -> int:
+        return (((seq % _RING) * self.nn + slot) * 2 + kind) * 2
+
     def stamp(self, seq: int, kind: int, value: float) -> None:
-        cell = self.stamps[seq % _RING, self.slot, kind]
-        cell[1] = value  # the time first, then the seq that validates it (x86 keeps store order)
-        cell[0] = seq
+        i = self._cell(seq, self.slot, kind)
+        flat = self.flat
+        flat[i + 1] = value  # the time first, then the seq that validates it (x86 keeps store order)
+        flat[i] = seq
 
     def read(self, seq: int, kind: int) -> list[float] | None:
         """Every rank's time of barrier ``seq`` (comm-rank order), or None if one is not there yet."""
-        cells = self.stamps[seq % _RING, self.order, kind]
-        if (cells[:, 0] != seq).any():
-            return None
-        return cells[:, 1].tolist()
+        flat, out = self.flat, []
+        for slot in self.order:
+            i = self._cell(seq, slot, kind)
+            if flat[i] != seq:
+                return None
+            out.append(flat[i + 1])
+        return out
 
     def releases(self, seq: int, timeout: float, label: str, names: list[str]) -> list[float]:
         got = self.read(seq, 1)
@@ -253,8 +263,8 @@ class _ArrivalBoard:
             deadline = Deadline(timeout)
             got = poll(lambda: self.read(seq, 1), deadline)
             if got is None:
-                cells = self.stamps[seq % _RING, self.order, 1, 0]
-                missing = [names[r] for r in range(len(cells)) if cells[r] != seq]
+                missing = [names[r] for r, slot in enumerate(self.order)
+                           if self.flat[self._cell(seq, slot, 1)] != seq]
                 raise MPIQTimeoutError(
                     f"{label} on {names[self.comm.Get_rank()]}: the release times of {', '.join(missing)} "
                     f"did not arrive within {deadline.timeout:g} s.",

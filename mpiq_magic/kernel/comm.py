@@ -54,21 +54,21 @@ def _wait_or_raise(reqs: list[MPI.Request], timeout: float, describe, status: MP
 
 
 def _check_tag(tag: Any, receive: bool) -> int:
-    """The tag as an int, or an MPIQError naming it (a raw MPI error stack otherwise)."""
+    """The tag as an int, or a UsageError (an MPIQError) naming it (a raw MPI error stack otherwise)."""
     try:
         value = operator.index(tag) if not isinstance(tag, bool) else None
     except TypeError:
         value = None
     if value is None:
-        raise MPIQError(f"A tag is an int in 0..{_TAG_UB}, got {tag!r}.")
+        raise UsageError(f"A tag is an int in 0..{_TAG_UB}, got {tag!r}.")
     if receive and value == ANY_TAG:
         return value
     if value < 0:
-        raise MPIQError(
+        raise UsageError(
             f"Tag {value} is negative; tags are 0..{_TAG_UB}" + (" or ANY_TAG." if receive else ".")
         )
     if value > _TAG_UB:
-        raise MPIQError(f"Tag {value} is above this MPI's largest tag, {_TAG_UB}.")
+        raise UsageError(f"Tag {value} is above this MPI's largest tag, {_TAG_UB}.")
     return value
 
 

@@ -54,6 +54,8 @@ class DeviceSpec:
     threads: int = 1
     basis_gates: tuple[str, ...] = DEFAULT_BASIS
     coupling: str | tuple[tuple[int, int], ...] = "line"
+    #: calibration source (``fake:<FakeBackend>`` or a JSON path): ISA and noise come from it
+    calibration: str | None = None
     source: str = field(default="<embedded default>", compare=False)
 
     @property
@@ -153,15 +155,65 @@ def _parse_entry(entry: dict[str, Any], where: str, source: str) -> DeviceSpec:
     if "threads" in entry:
         values["threads"] = _check(entry, "threads", int, where, lambda v: v >= 1, "an integer >= 1")
     if "basis_gates" in entry:
-        gates = entry["basis_gates"]
-        if not isinstance(gates, list) or not gates or not all(isinstance(g, str) for g in gates):
-            raise ConfigError(f"{where}, field 'basis_gates' must be a non-empty list of gate names, got {gates!r}.")
-        values["basis_gates"] = tuple(gates)
+        values["basis_gates"] = _parse_basis(entry["basis_gates"], where)
     if "coupling" in entry:
-        values["coupling"] = _parse_coupling(entry["coupling"], where)
+        values["coupling"] = _parse_coupling(entry["coupling"], where, values.get("num_qubits", 128))
     if "noise" in entry:
         values["noise"] = _parse_noise(entry["noise"], where)
+    if "calibration" in entry:
+        values.update(_parse_calibration(entry, where, source))
     return DeviceSpec(**values)
+
+
+def _parse_calibration(entry: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    """A calibrated entry takes num_qubits, basis_gates and coupling (and its noise) from it."""
+    from .calibration import calibrated_fields
+
+    clash = sorted({"num_qubits", "basis_gates", "coupling", "noise"} & set(entry))
+    if clash:
+        raise ConfigError(f"{where} sets 'calibration' and {clash}; those come from the calibration, drop them.")
+    value = entry["calibration"]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}, field 'calibration' must be a fake backend name or a JSON file, got {value!r}.")
+    base = Path(source).parent if source and not source.startswith("<") else None
+    try:
+        return calibrated_fields(value, base=base)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}, field 'calibration': {exc}") from None
+
+
+#: Instructions a basis may name besides Qiskit's standard gates.
+_NON_GATES = ("measure", "reset", "delay", "barrier")
+
+
+def known_gate_names() -> frozenset[str] | None:
+    """Qiskit's standard gate names (None when qiskit is not installed: not checked then)."""
+    try:
+        from qiskit.circuit.library.standard_gates import get_standard_gate_name_mapping
+    except ImportError:  # pragma: no cover - qiskit is a dependency
+        return None
+    return frozenset(get_standard_gate_name_mapping()) | frozenset(_NON_GATES)
+
+
+def _parse_basis(gates: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(gates, list) or not gates or not all(isinstance(g, str) for g in gates):
+        raise ConfigError(f"{where}, field 'basis_gates' must be a non-empty list of gate names, got {gates!r}.")
+    duplicates = sorted({g for g in gates if gates.count(g) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}, field 'basis_gates' names {duplicates} more than once.")
+    known = known_gate_names() if tuple(gates) != DEFAULT_BASIS else None
+    if known is not None:
+        unknown = [g for g in gates if g not in known]
+        if unknown:
+            raise ConfigError(
+                f"{where}, field 'basis_gates' has gate(s) {unknown} that Qiskit does not know; use "
+                f"standard gate names such as rz, sx, x, h, cx, cz, ecr, u, measure, reset, delay."
+            )
+    if "measure" not in gates:
+        raise ConfigError(
+            f"{where}, field 'basis_gates' must include 'measure' (the device returns measured counts), got {gates!r}."
+        )
+    return tuple(gates)
 
 
 def _check(entry, key, typ, where, ok, expected):
@@ -171,14 +223,27 @@ def _check(entry, key, typ, where, ok, expected):
     return value
 
 
-def _parse_coupling(value: Any, where: str) -> str | tuple[tuple[int, int], ...]:
+def _parse_coupling(value: Any, where: str, width: int = 128) -> str | tuple[tuple[int, int], ...]:
     if value in ("line", "full"):
         return value
-    if isinstance(value, list) and all(
-        isinstance(e, list) and len(e) == 2 and all(isinstance(q, int) and q >= 0 for q in e)
+    if isinstance(value, list) and value and all(
+        isinstance(e, list) and len(e) == 2 and all(isinstance(q, int) and not isinstance(q, bool) and q >= 0 for q in e)
         for e in value
     ):
-        return tuple((a, b) for a, b in value)
+        pairs = tuple((a, b) for a, b in value)
+        loops = [list(p) for p in pairs if p[0] == p[1]]
+        if loops:
+            raise ConfigError(f"{where}, field 'coupling' has self-loop(s) {loops}; a pair couples two different qubits.")
+        outside = [list(p) for p in pairs if max(p) >= width]
+        if outside:
+            raise ConfigError(
+                f"{where}, field 'coupling' has pair(s) {outside} outside the device's {width} qubits (0..{width - 1})."
+            )
+        seen: set = set()
+        repeated = [list(p) for p in pairs if p in seen or seen.add(p)]
+        if repeated:
+            raise ConfigError(f"{where}, field 'coupling' lists pair(s) {repeated} more than once.")
+        return pairs
     raise ConfigError(
         f"{where}, field 'coupling' must be \"line\", \"full\" or a list of [a, b] qubit pairs, got {value!r}."
     )
@@ -201,6 +266,12 @@ def _parse_noise(value: Any, where: str) -> dict[str, Any] | None:
                 raise ConfigError(f"{where}, field 'noise.{key}' must be a probability in [0, 1], got {p!r}.")
     if "generic" in value and not isinstance(value["generic"], bool):
         raise ConfigError(f"{where}, field 'noise.generic' must be true or false, got {value['generic']!r}.")
+    rates = sorted(k for k in value if k != "generic")
+    if value.get("generic") and rates:
+        raise ConfigError(
+            f"{where}, field 'noise' sets generic = true together with {rates}; a generic noise model "
+            "is derived from a Qiskit backend and takes no rates: use one or the other."
+        )
     return dict(value)
 
 

@@ -63,6 +63,39 @@ class MPIQJob(BasePrimitiveJob):
         """Nothing to cancel: the run finished inside ``run()``."""
 
 
+class ClusterPrimitive:
+    """What SamplerV2 and EstimatorV2 share: the transport to the monitors, the seed, the pin,
+    and closing (a context manager)."""
+
+    def _connect(self, target: Any, seed: Any, pin: Any, timeout: float | None, progress: bool) -> None:
+        self._transport = transport_for(target, timeout=timeout, progress=progress)
+        self._seed = seed
+        self._pin = pin
+
+    @property
+    def seed(self):
+        return self._seed
+
+    @property
+    def transport(self):
+        return self._transport
+
+    def close(self, shutdown: bool = True) -> None:
+        """Release the monitors: headless, shut them down (their ``serve`` returns); on a
+        cluster, nothing to do (the cluster owns them).
+
+        Raises:
+            MPIQTimeoutError: a monitor did not acknowledge the shutdown in time.
+        """
+        self._transport.close(shutdown)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def transport_for(target: Any, *, timeout: float | None = None, progress: bool = False):
     """The transport of ``target``: a HybridCluster, a hybrid communicator, or a transport.
 

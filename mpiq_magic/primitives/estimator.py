@@ -24,14 +24,14 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub, EstimatorPu
 from qiskit.quantum_info import PauliList
 
 from ..kernel.errors import UsageError
-from .base import MPIQJob, check_pin, check_widths, flat_values, pub_seed, run_metadata, transport_for
+from .base import ClusterPrimitive, MPIQJob, check_pin, check_widths, flat_values, pub_seed, run_metadata
 from .runner import Task
 
 #: Name of the classical register the measurement circuits add.
 MEAS_REGISTER = "mpiq_meas"
 
 
-class EstimatorV2(BaseEstimatorV2):
+class EstimatorV2(ClusterPrimitive, BaseEstimatorV2):
     """Qiskit ``EstimatorV2`` whose PUBs run on MPI-Q monitors (see the module docstring).
 
     ``target``, ``seed``, ``pin``, ``timeout``, ``progress`` as for
@@ -54,22 +54,12 @@ class EstimatorV2(BaseEstimatorV2):
     ):
         if not default_precision > 0:
             raise UsageError(f"default_precision must be > 0 (shots are ceil(1/precision^2)), got {default_precision!r}.")
-        self._transport = transport_for(target, timeout=timeout, progress=progress)
+        self._connect(target, seed, pin, timeout, progress)
         self._default_precision = float(default_precision)
-        self._seed = seed
-        self._pin = pin
 
     @property
     def default_precision(self) -> float:
         return self._default_precision
-
-    @property
-    def seed(self):
-        return self._seed
-
-    @property
-    def transport(self):
-        return self._transport
 
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None, pin: Any = None) -> MPIQJob:
         """Run the PUBs (coerced as Qiskit does); ``pin`` as for ``SamplerV2.run``.
@@ -107,15 +97,6 @@ class EstimatorV2(BaseEstimatorV2):
             results.append(_pub_result(pub, plan, group_results, report))
         return PrimitiveResult(results, metadata={"version": 2})
 
-    def close(self, shutdown: bool = True) -> None:
-        """As :meth:`mpiq_magic.primitives.SamplerV2.close`."""
-        self._transport.close(shutdown)
-
-    def __enter__(self) -> "EstimatorV2":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def _plan(pub: EstimatorPub) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from qiskit.primitives.containers import BitArray, DataBin, PrimitiveResult, Sam
 from qiskit.primitives.containers.sampler_pub import SamplerPub, SamplerPubLike
 
 from ..kernel.errors import UsageError
-from .base import MPIQJob, check_pin, check_widths, flat_values, pub_seed, run_metadata, transport_for
+from .base import ClusterPrimitive, MPIQJob, check_pin, check_widths, flat_values, pub_seed, run_metadata
 from .runner import Task
 
 
-class SamplerV2(BaseSamplerV2):
+class SamplerV2(ClusterPrimitive, BaseSamplerV2):
     """Qiskit ``SamplerV2`` whose PUBs run on MPI-Q monitors.
 
     ``target``: a :class:`~mpiq_magic.cluster.HybridCluster` (``cluster.sampler()``), or a hybrid
@@ -49,22 +49,12 @@ class SamplerV2(BaseSamplerV2):
     ):
         if isinstance(default_shots, bool) or not isinstance(default_shots, (int, np.integer)) or default_shots < 1:
             raise UsageError(f"default_shots must be a positive integer, got {default_shots!r}.")
-        self._transport = transport_for(target, timeout=timeout, progress=progress)
+        self._connect(target, seed, pin, timeout, progress)
         self._default_shots = int(default_shots)
-        self._seed = seed
-        self._pin = pin
 
     @property
     def default_shots(self) -> int:
         return self._default_shots
-
-    @property
-    def seed(self):
-        return self._seed
-
-    @property
-    def transport(self):
-        return self._transport
 
     def run(self, pubs: Iterable[SamplerPubLike], *, shots: int | None = None, pin: Any = None) -> MPIQJob:
         """Run the PUBs (coerced as Qiskit does); ``pin`` overrides the primitive's pin (one, or
@@ -121,17 +111,3 @@ class SamplerV2(BaseSamplerV2):
                 )
         return SamplerPubResult(DataBin(**meas, shape=pub.shape), metadata=metadata)
 
-    def close(self, shutdown: bool = True) -> None:
-        """Release the monitors: headless, shut them down (their ``serve`` returns); on a
-        cluster, nothing to do (the cluster owns them).
-
-        Raises:
-            MPIQTimeoutError: a monitor did not acknowledge the shutdown in time.
-        """
-        self._transport.close(shutdown)
-
-    def __enter__(self) -> "SamplerV2":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

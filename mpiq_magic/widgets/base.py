@@ -113,6 +113,24 @@ class LiveView(abc.ABC):
         if terminal and self._shown:
             self._print_summary()
 
+    def release(self) -> None:
+        """Stop refreshing and close this view's ipywidgets (and the widgets inside them)."""
+        try:
+            self._throttle.flush()
+        except Exception:
+            pass
+        with self._lock:
+            panel, self._panel = self._panel, None
+        if panel is not None:
+            close_tree(panel)
+        for name in ("_fig",):
+            fig = getattr(self, name, None)
+            if fig is not None and hasattr(fig, "close"):
+                try:
+                    fig.close()
+                except Exception:
+                    pass
+
     @property
     def throttle(self) -> Throttle:
         return self._throttle
@@ -199,3 +217,28 @@ class FigureSync:
         self._layout = dict(layout)
         self.updates += 1
         return True
+
+
+def close_tree(widget: Any) -> None:
+    """Close an ipywidget and every widget it contains (children, nested boxes, figures)."""
+    seen: set = set()
+    stack = [widget]
+    while stack:
+        w = stack.pop()
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        # children, and every widget-valued trait (layout, style, nested boxes)
+        for name in getattr(w, "keys", ()) or ():
+            try:
+                value = getattr(w, name)
+            except Exception:
+                continue
+            values = value if isinstance(value, (list, tuple)) else [value]
+            stack.extend(v for v in values if hasattr(v, "close") and hasattr(v, "model_id"))
+        for child in getattr(w, "children", ()) or ():
+            stack.append(child)
+        try:
+            w.close()
+        except Exception:
+            pass

@@ -70,7 +70,8 @@ class Dashboard:
 
             for v in self.views:
                 v._shown = True
-            display(W.VBox([v.widget for v in self.views]))
+            self._box = W.VBox([v.widget for v in self.views])
+            self._handle = display(self._box, display_id=True)
         else:
             for v in self.views:
                 v.show()
@@ -83,3 +84,41 @@ class Dashboard:
     def finish(self) -> None:
         for v in self.views:
             v.finish()
+
+    def release(self, keep: Any = ()) -> None:
+        """Finish, then free the live widgets: the output keeps a static copy of the final
+        state (figure and summary) and the ipywidgets are closed, so a notebook running many
+        cells does not accumulate widget models. Views in ``keep`` (shared with other
+        dashboards) stay live."""
+        self.finish()
+        keep_ids = {id(v) for v in keep if v is not None}
+        own = [v for v in self.views if id(v) not in keep_ids]
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            from .fallback import static_bundle
+
+            bundles = []
+            for v in own:
+                try:
+                    with v._lock:
+                        bundles.append(static_bundle(v.figure(), v.summary(), cdn=False))
+                except Exception:  # a view that cannot draw still gets released
+                    pass
+            if bundles:
+                merged = dict(bundles[0])
+                merged["text/plain"] = "\n".join(b["text/plain"] for b in bundles)
+                merged["text/html"] = "".join(b["text/html"] for b in bundles)
+                try:
+                    handle.update(merged, raw=True)
+                except Exception:
+                    pass
+            self._handle = None
+        box = getattr(self, "_box", None)
+        if box is not None:
+            from .base import close_tree
+
+            box.children = ()  # the shared views inside stay open
+            close_tree(box)  # the box and its layout
+            self._box = None
+        for v in own:
+            v.release()

@@ -1,0 +1,491 @@
+"""Faults with real processes (issue 17): owners killed by any signal, failing ranks, a dead
+controller, listeners, per-cell resources, validation and CLI edges.
+
+Each test names the numbered item of the issue it covers; each fails on the code before the
+reliability pass (orphans stay, ranks wait out the timeout, status hangs, listeners on 0.0.0.0,
+widgets accumulate, bad devices files and arguments reach the job).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MPIQ = [sys.executable, "-m", "mpiq_magic.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+pytestmark = [pytest.mark.mpi]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _tree(pid: int) -> dict[int, float]:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    out = {}
+    for p in procs:
+        try:
+            out[p.pid] = p.create_time()
+        except psutil.Error:
+            pass
+    return out
+
+
+def _alive(pids: dict[int, float]) -> list[int]:
+    left = []
+    for pid, created in pids.items():
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - created) < 1e-3 and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(pid)
+        except psutil.Error:
+            pass
+    return left
+
+
+def _wait_gone(pids: dict[int, float], seconds: float) -> list[int]:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        left = _alive(pids)
+        if not left:
+            return []
+        time.sleep(0.2)
+    return _alive(pids)
+
+
+def _describe(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(f"{pid} {' '.join(psutil.Process(pid).cmdline())[:90]}")
+        except psutil.Error:
+            pass
+    return out
+
+
+def _kill_tree(pids: dict[int, float]) -> None:
+    for pid in _alive(pids):
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+
+
+def _wait_for_line(proc: subprocess.Popen, prefix: str, seconds: float) -> str:
+    """Read proc's stdout until a line starts with ``prefix`` (the test fails after ``seconds``)."""
+    found: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            if line.startswith(prefix):
+                found.append(line)
+                return
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert found, f"no {prefix!r} line within {seconds} s"
+    return found[0]
+
+
+def _tmp_dirs(prefix: str) -> set[str]:
+    base = Path(tempfile.gettempdir())
+    return {str(p) for p in base.glob(prefix + "*")}
+
+
+# ----------------------------------------------------------------------------- item 1: orphans
+OWNER_SCRIPT = """
+import os, time, psutil
+from mpiq_magic.cluster import HybridCluster
+c = HybridCluster(1, 1, prewarm=False, start_timeout=120)
+c.start()
+me = psutil.Process()
+kids = [p.pid for p in me.children(recursive=True)]
+print("READY", c._profile_dir, " ".join(map(str, kids)), flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
+def test_cluster_processes_die_with_their_owner(tmp_path, sig):
+    """Item 1: kill -9 (or SIGTERM) of a script inside HybridCluster: within 10 s no process
+    of the cluster is left and its profile directory (connection keys) is gone."""
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER_SCRIPT)
+    owner = subprocess.Popen(["timeout", "280", sys.executable, str(script)], stdout=subprocess.PIPE,
+                             text=True, env=ENV)
+    tree: dict[int, float] = {}
+    try:
+        line = _wait_for_line(owner, "READY", 120)
+        tree = _tree(owner.pid)
+        profile = line.split()[1]
+        assert Path(profile).is_dir()
+        python = [p for p in psutil.Process(owner.pid).children() if "owner.py" in " ".join(p.cmdline())][0]
+        # processes of the cluster: everything under the owner script (controller, mpiexec, engines,
+        # nannies, the controller's schedulers; not the watchdog, which must end by itself too)
+        assert len(tree) >= 8
+        python.send_signal(sig)
+        left = _wait_gone({p: c for p, c in tree.items() if p != owner.pid}, 10)
+        assert not left, f"left behind 10 s after the owner died: {_describe(left)}"
+        assert not Path(profile).exists(), "the profile directory (connection keys) was left behind"
+    finally:
+        _kill_tree(tree)
+        owner.kill()
+        owner.wait()
+
+
+RUN_SCRIPT = """
+import time
+from mpiq_magic import kernel as mpiq
+hc = mpiq.init()
+if hc.rank == 0:
+    print("RUNNING", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
+def test_mpiq_run_job_dies_with_the_launcher(tmp_path, sig):
+    """Item 1: the MPI job of `mpiq run` ends within 10 s of its parent dying by any signal."""
+    script = tmp_path / "sleepy.py"
+    script.write_text(RUN_SCRIPT)
+    parent = subprocess.Popen([*MPIQ, "run", "-c", "1", "-q", "2", str(script)], stdout=subprocess.PIPE,
+                              text=True, env=ENV)
+    tree: dict[int, float] = {}
+    try:
+        _wait_for_line(parent, "RUNNING", 90)
+        tree = _tree(parent.pid)
+        ranks = [p for p in tree if psutil.Process(p).cmdline()[1:3] == ["-m", "mpiq_magic.runner"]]
+        assert len(ranks) == 3, _describe(list(tree))
+        parent.send_signal(sig)
+        left = _wait_gone({p: c for p, c in tree.items() if p != parent.pid}, 10)
+        assert not left, f"left behind 10 s after `mpiq run` died: {_describe(left)}"
+    finally:
+        _kill_tree(tree)
+        parent.kill()
+        parent.wait()
+
+
+@pytest.mark.timeout(120)
+def test_mpiq_ghz_spec_dir_and_job_die_with_the_launcher(tmp_path):
+    """Item 1: kill -9 of `mpiq ghz` leaves neither its MPI job nor its spec directory."""
+    before = _tmp_dirs("mpiq-ghz-")
+    parent = subprocess.Popen(
+        [*MPIQ, "ghz", "--qubits", "4000", "--nodes", "2", "--blocks", "400", "--shots", "100000", "--timeout", "100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+    )
+    tree: dict[int, float] = {}
+    try:
+        end = time.monotonic() + 60
+        ranks: list[int] = []
+        while time.monotonic() < end and len(ranks) < 3:
+            tree = _tree(parent.pid)
+            ranks = [p for p in tree if "mpiq_magic.ghz.job" in " ".join(_describe([p]))]
+            time.sleep(0.3)
+        assert len(ranks) == 3, _describe(list(tree))
+        new = _tmp_dirs("mpiq-ghz-") - before
+        assert new, "no spec directory was made"
+        parent.kill()
+        left = _wait_gone({p: c for p, c in tree.items() if p != parent.pid}, 10)
+        assert not left, f"left behind: {_describe(left)}"
+        assert not any(Path(d).exists() for d in new), "the spec directory was left behind"
+    finally:
+        _kill_tree(tree)
+        parent.kill()
+        parent.wait()
+
+
+def test_stale_directories_of_dead_owners_are_reaped_at_start(tmp_path):
+    """Item 1: a directory whose owner died before it could clean up goes at the next start."""
+    from mpiq_magic.cluster.processes import make_temp_dir, mark_owner, reap_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "mpiq-cluster-stale"
+    stale.mkdir()
+    (stale / ".mpiq-owner").write_text(json.dumps({"pid": dead.pid, "created": 1.0}))
+    live = tmp_path / "mpiq-cluster-live"
+    live.mkdir()
+    mark_owner(live)
+    assert reap_stale(str(tmp_path)) == [str(stale)]
+    assert live.exists() and not stale.exists()
+    d = make_temp_dir("mpiq-run-")
+    assert Path(d, ".mpiq-owner").exists()
+    os.remove(Path(d, ".mpiq-owner"))
+    os.rmdir(d)
+
+
+# ----------------------------------------------------------------------------- item 2: failing ranks
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("failure, code, expected", [
+    ("1 / 0", 1, "rank 2 (qrank 1) failed: ZeroDivisionError: division by zero"),
+    ("sys.exit(3)", 3, "rank 2 (qrank 1) failed: SystemExit: the script exited with status 3"),
+], ids=["raise", "sys.exit"])
+def test_failing_rank_ends_the_job_at_once_with_its_error(tmp_path, failure, code, expected):
+    """Item 2: a rank that raises or exits ends the `mpiq run` job within seconds (not the 120 s
+    timeout the others would wait), and its error is printed once, naming the rank."""
+    script = tmp_path / "fails.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from mpiq_magic import kernel as mpiq
+        hc = mpiq.init(timeout=120)
+        if hc.qrank == 1:
+            {failure}
+        hc.barrier(mpiq.ALL)
+        print("barrier passed")
+    """))
+    t0 = time.monotonic()
+    proc = subprocess.run(["timeout", "110", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
+                          capture_output=True, text=True, env=ENV)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == code, proc.stderr
+    assert elapsed < 60, f"the job took {elapsed:.0f} s: the others waited for the dead rank"
+    assert proc.stderr.count(expected) == 1, proc.stderr
+    assert "barrier passed" not in proc.stdout
+    if failure == "1 / 0":
+        assert proc.stderr.count("Traceback") == 1 and "fails.py" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- item 3: unpicklable data
+UNPICKLABLE = """
+import json, time
+from mpiq_magic import kernel as mpiq
+hc = mpiq.init(classical=1, timeout=60)
+out = {}
+for name, call in [
+    ("scatter", lambda: hc.scatter([1, lambda: 0] if hc.rank == 0 else None)),
+    ("bcast", lambda: hc.bcast((lambda: 0) if hc.rank == 0 else None)),
+    ("gather", lambda: hc.gather((lambda: 0) if hc.qrank == 1 else hc.qrank)),
+]:
+    t0 = time.monotonic()
+    try:
+        call()
+        error = None
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    out[name] = [error, time.monotonic() - t0]
+print("RESULT " + json.dumps({"rank": hc.comm_rank, "out": out}), flush=True)
+hc.free()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_unpicklable_data_fails_every_member_at_once(tmp_path):
+    """Item 3: an object that does not pickle fails the collective on the sender before anything
+    is sent, and every receiver learns it at once (not after its 60 s timeout)."""
+    script = tmp_path / "unpicklable.py"
+    script.write_text(UNPICKLABLE)
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
+                          capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    got = {r["rank"]: r["out"] for r in
+           (json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT "))}
+    assert set(got) == {0, 1, 2}, proc.stdout + proc.stderr
+    pickle_error = "Can't pickle"
+    for rank in (0, 1, 2):
+        for op in ("scatter", "bcast"):
+            error, seconds = got[rank][op]
+            assert error and pickle_error in error and seconds < 10, (rank, op, error, seconds)
+            if rank:
+                assert f"{op} failed on rank 0" in error
+    # gather: qrank 1 (comm rank 2) cannot pickle its contribution; the root learns it at once
+    assert pickle_error in got[2]["gather"][0]
+    error, seconds = got[0]["gather"]
+    assert "gather failed on qrank 1" in error and pickle_error in error and seconds < 10, error
+
+
+# ----------------------------------------------------------------------------- items 4 and 5: controller, listeners
+def _listeners(pids: set[int]) -> list[str]:
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines()[1:]:
+        if any(f"pid={p}," in line for p in pids):
+            found.append(line.split()[3])
+    return found
+
+
+def _loopback(addr: str) -> bool:
+    host = addr.rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host == "::1"
+
+
+@pytest.mark.timeout(180)
+def test_single_host_cluster_listens_on_loopback_and_survives_a_dead_controller():
+    """Item 5: every listener of a single-host cluster (controller, engines' MPI netmod, process
+    manager, QQ sockets, this client) is on loopback, and the client never initialises MPI.
+    Item 4: after kill -9 of the controller, status answers at once (reporting it dead) and
+    stop() still removes every process."""
+    code = "import sys, mpiq_magic.cluster, mpiq_magic.magics; print('mpi4py.MPI' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert out.stdout.strip() == "False", out.stderr
+
+    from mpiq_magic.cluster import HybridCluster
+
+    cluster = HybridCluster(1, 2, prewarm=False, timeout=30, start_timeout=120)
+    cluster.start()
+    tree: dict[int, float] = {}
+    try:
+        cluster.barrier("QQ")  # the QQ coordinator's socket is open now
+        me = psutil.Process()
+        tree = {p: c for p, c in _tree(me.pid).items() if p != me.pid}
+        addrs = _listeners(set(tree) | {me.pid})
+        assert addrs, "no listener found at all"
+        outside = [a for a in addrs if not _loopback(a)]
+        assert not outside, f"listeners beyond loopback: {outside}"
+
+        os.kill(cluster._controller_pid, signal.SIGKILL)
+        time.sleep(0.5)
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(cluster.status()), daemon=True)
+        t0 = time.monotonic()
+        t.start()
+        t.join(20)
+        assert result, "status() blocked on the dead controller"
+        assert time.monotonic() - t0 < 15
+        assert "controller" in str(result[0]) and "dead" in str(result[0])
+        with pytest.raises(Exception, match="controller"):
+            cluster.barrier("CC", timeout=10)
+        cluster.stop()
+        left = _wait_gone(tree, 10)
+        assert not left, f"stop() left behind: {_describe(left)}"
+    finally:
+        cluster.stop()
+        _kill_tree(tree)
+
+
+@pytest.mark.timeout(120)
+def test_mpiq_run_job_listens_on_loopback_only(tmp_path):
+    """Item 5: the ranks and the process manager of `mpiq run` listen on loopback only."""
+    script = tmp_path / "listen.py"
+    script.write_text(textwrap.dedent("""
+        import subprocess, psutil
+        from mpiq_magic import kernel as mpiq
+        hc = mpiq.init()
+        hc.barrier(mpiq.ALL)
+        if hc.rank == 0:
+            me = psutil.Process()
+            top = me.parent()
+            pids = {top.pid, *(p.pid for p in top.children(recursive=True))}
+            out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+            print("LISTEN", [l.split()[3] for l in out.splitlines()[1:] if any(f"pid={p}," in l for p in pids)])
+        hc.barrier(mpiq.ALL)
+    """))
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
+                          capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("LISTEN"))
+    addrs = eval(line[len("LISTEN"):])
+    assert not [a for a in addrs if not _loopback(a)], addrs
+
+
+# ----------------------------------------------------------------------------- item 6: per-cell resources
+@pytest.mark.timeout(240)
+def test_widget_count_stays_flat_over_many_barrier_cells(kernel_session):
+    """Item 6: `%mpiq barrier QQ` cells in widget mode leave the kernel's live widget count flat."""
+    k = kernel_session
+    r = k.run("import os; os.environ['MPIQ_WIDGETS'] = 'widget'\n%mpiq start -c 1 -q 2")
+    assert r.error is None, r.error_text
+    try:
+        count = "import warnings, ipywidgets\nwith warnings.catch_warnings():\n    warnings.simplefilter(\"ignore\")\n    print(\"WIDGETS\", len(ipywidgets.Widget.widgets), \"END\")"
+        for _ in range(3):
+            assert k.run("%mpiq barrier QQ").error is None
+        before = int(k.run(count).text.split("WIDGETS")[1].split("END")[0])
+        for _ in range(12):
+            r = k.run("%mpiq barrier QQ")
+            assert r.error is None, r.error_text
+        after = int(k.run(count).text.split("WIDGETS")[1].split("END")[0])
+        assert after <= before, f"live widgets grew from {before} to {after} over 12 cells"
+    finally:
+        k.run("%mpiq stop\nimport os; os.environ.pop('MPIQ_WIDGETS', None)")
+
+
+# ----------------------------------------------------------------------------- item 7: validation
+@pytest.mark.parametrize("entry, message", [
+    ("noise = { generic = true, depolarizing = 0.01 }", "sets generic = true together with ['depolarizing']"),
+    ("basis_gates = ['rz', 'sx', 'frobnicate', 'measure']", "['frobnicate'] that Qiskit does not know"),
+    ("num_qubits = 4\ncoupling = [[0, 1], [1, 1]]", "self-loop(s) [[1, 1]]"),
+    ("num_qubits = 4\ncoupling = [[0, 1], [1, 7]]", "pair(s) [[1, 7]] outside the device's 4 qubits"),
+], ids=["generic+rates", "unknown-gate", "self-loop", "outside-width"])
+def test_bad_device_fields_refused_once_before_the_job(tmp_path, entry, message):
+    """Item 7: every device field is validated at load; under `mpiq run` the error is printed
+    once, and no MPI job is started."""
+    devices = tmp_path / "d.toml"
+    devices.write_text(f"[[devices]]\nhost = '127.0.0.1'\ndevice_id = 0\n{entry}\n"
+                       "[[devices]]\nhost = '127.0.0.1'\ndevice_id = 1\n")
+    script = tmp_path / "s.py"
+    script.write_text("from mpiq_magic import kernel\nkernel.init()\n")
+    t0 = time.monotonic()
+    proc = subprocess.run(["timeout", "60", *MPIQ, "run", "-q", "2", "--devices", str(devices), str(script)],
+                          capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count(message) == 1, proc.stderr
+    assert time.monotonic() - t0 < 30
+
+
+def test_error_raised_by_every_rank_printed_once(tmp_path):
+    """Item 7: an init error every rank agrees on is printed once (not once per rank, each
+    message joined once per rank)."""
+    script = tmp_path / "s.py"
+    script.write_text("from mpiq_magic import kernel\nkernel.init(classical=7)\n")
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-q", "2", str(script)],
+                          capture_output=True, text=True, env=ENV)
+    assert proc.returncode != 0
+    assert proc.stderr.count("classical=7 is impossible") == 1, proc.stderr
+
+
+def test_circuit_without_measurements_refused():
+    """Item 7: the sampler path refuses a circuit with no measurements (it would "succeed"
+    with {'': shots})."""
+    from qiskit import QuantumCircuit
+
+    from monitor_engine.errors import CompileError
+    from monitor_engine.payload import CompileCache, compile_for
+    from mpiq_magic.kernel.config import DeviceSpec
+
+    qc = QuantumCircuit(2, name="nomeasure")
+    qc.h(0)
+    qc.cx(0, 1)
+    with pytest.raises(CompileError, match="'nomeasure' has no measurements"):
+        compile_for(DeviceSpec("127.0.0.1", 0, num_qubits=4), qc, cache=CompileCache())
+
+
+# ----------------------------------------------------------------------------- item 8: CLI edges
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--timeout", "-5", "SCRIPT"], "--timeout must be a number of seconds >= 0"),
+    (["ghz", "-n", "8", "-m", "2", "--timeout", "-5"], "--timeout must be a positive number of seconds, got -5"),
+    (["ghz", "-n", "8", "-m", "2", "--timeout", "0"], "--timeout must be a positive number of seconds, got 0"),
+    (["ghz", "-n", "8", "-m", "2", "--json", "/nonexistent-dir/out.json"], "the directory '/nonexistent-dir' does not exist"),
+    (["ghz", "-n", "60000", "-m", "1", "--method", "statevector", "--devices", "WIDE"], "60000-qubit statevector needs 2^60004 bytes"),
+    (["ghz", "-n", "2000", "-m", "1", "--method", "statevector", "--devices", "WIDE"], "2000-qubit statevector needs 2^2004 bytes"),
+], ids=["run-negative-timeout", "ghz-negative-timeout", "ghz-zero-timeout", "ghz-bad-json", "ghz-60000", "ghz-2000"])
+def test_cli_arguments_checked_before_anything_starts(tmp_path, argv, message):
+    """Item 8: bad timeouts, output paths and sizes are refused by the launcher in integer
+    arithmetic (no OverflowError, no 300-digit figure), before any process starts."""
+    script = tmp_path / "s.py"
+    script.write_text("print('ran')\n")
+    wide = tmp_path / "wide.toml"
+    wide.write_text("[[devices]]\nhost = '127.0.0.1'\ndevice_id = 0\nnum_qubits = 60000\n")
+    argv = [str(script) if a == "SCRIPT" else str(wide) if a == "WIDE" else a for a in argv]
+    t0 = time.monotonic()
+    proc = subprocess.run(["timeout", "60", *MPIQ, *argv], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "ran" not in proc.stdout
+    assert max((len(w) for w in proc.stderr.split()), default=0) < 40  # no 300-digit figure
+    assert time.monotonic() - t0 < 20
