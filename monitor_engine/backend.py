@@ -174,6 +174,15 @@ def build_noise_model(spec: DeviceSpec):
     ``GenericBackendV2`` with the device's width, basis, coupling and seed (thermal relaxation,
     gate and readout errors); it is built once per process and cannot be combined with the rates.
     """
+    if getattr(spec, "calibration", None):
+        from .calibration import calibration_noise_model
+
+        if spec.noise:
+            raise BackendError(
+                f"Device {spec.name} has calibration '{spec.calibration}' and noise {dict(spec.noise)}; "
+                "its noise comes from the calibration, drop the noise rates."
+            )
+        return calibration_noise_model(spec.calibration)
     noise = dict(spec.noise or {})
     rates = {k: float(noise.get(k, 0.0)) for k in ("depolarizing", "depolarizing_2q", "readout")}
     if noise.get("generic"):
@@ -282,7 +291,7 @@ class AerDeviceBackend(DeviceBackend):
         """The simulation method for ``circuit``: the configured one, or the automatic pick."""
         if self.spec.method != "automatic":
             return self.spec.method
-        if _is_pauli_noise(self.spec.noise) and is_clifford(circuit):
+        if _is_pauli_noise(self.spec.noise) and not getattr(self.spec, "calibration", None) and is_clifford(circuit):
             return "stabilizer"
         limit = self.memory_limit
         if limit is None:
@@ -345,6 +354,7 @@ class AerDeviceBackend(DeviceBackend):
             "method": self.spec.method,
             "threads": self.spec.threads,
             "noise": dict(self.spec.noise) if self.spec.noise else None,
+            **({"calibration": self.spec.calibration} if getattr(self.spec, "calibration", None) else {}),
         }
 
 

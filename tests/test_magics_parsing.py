@@ -273,3 +273,37 @@ def test_cluster_arguments_are_checked_before_anything_starts(tmp_path):
         HybridCluster(1, 2, devices=tmp_path / "missing.toml")
     cluster = HybridCluster(1, 2)
     assert not cluster.running and str(cluster.status()) == "No hybrid cluster is running."
+
+
+def test_distribute_parses_and_delegates(ip, magics):
+    name, args = M.parse("distribute --shots 500 --monitors 2 --out res", "circuit = 1")
+    assert (name, args.var, args.shots, args.monitors, args.max_variants, args.out, args.timeout) == (
+        "distribute", "circuit", 500, 2, 16, "res", None)
+    name, args = M.parse("distribute --var qc", None)  # line form: an existing variable
+    assert (args.var, args.shots, args.out) == ("qc", 1024, "distribute_result")
+    err = run_error(ip, "%mpiq distribute --shots 0")
+    assert isinstance(err, UsageError) and "expected a positive integer, got 0" in str(err)
+    err = run_error(ip, "%%mpiq distribute\ncircuit = 1")
+    assert isinstance(err, UsageError) and M.NO_CLUSTER in str(err)
+
+    calls = []
+
+    class DistributingCluster(FakeCluster):
+        def distribute(self, circuit, **kwargs):
+            kwargs.pop("progress", None)
+            calls.append((circuit, kwargs))
+            return "distributed"
+
+    magics.cluster_factory = DistributingCluster
+    assert run_error(ip, "%mpiq start -q 2") is None
+    try:
+        assert run_error(ip, "%%mpiq distribute --shots 300 --monitors 2 --out dres\ncircuit = 'the circuit'") is None
+        assert calls[-1] == ("the circuit", {"shots": 300, "monitors": 2, "max_variants": 16, "timeout": None})
+        assert ip.user_ns["dres"] == "distributed"
+        ip.user_ns["other"] = "another circuit"
+        assert run_error(ip, "%mpiq distribute --var other --max-variants 4") is None
+        assert calls[-1][0] == "another circuit" and calls[-1][1]["max_variants"] == 4
+        err = run_error(ip, "%mpiq distribute --var missing_circuit")
+        assert isinstance(err, UsageError) and "No variable `missing_circuit`" in str(err)
+    finally:
+        run_error(ip, "%mpiq stop")

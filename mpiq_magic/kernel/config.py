@@ -54,6 +54,8 @@ class DeviceSpec:
     threads: int = 1
     basis_gates: tuple[str, ...] = DEFAULT_BASIS
     coupling: str | tuple[tuple[int, int], ...] = "line"
+    #: calibration source (``fake:<FakeBackend>`` or a JSON path): ISA and noise come from it
+    calibration: str | None = None
     source: str = field(default="<embedded default>", compare=False)
 
     @property
@@ -158,7 +160,26 @@ def _parse_entry(entry: dict[str, Any], where: str, source: str) -> DeviceSpec:
         values["coupling"] = _parse_coupling(entry["coupling"], where, values.get("num_qubits", 128))
     if "noise" in entry:
         values["noise"] = _parse_noise(entry["noise"], where)
+    if "calibration" in entry:
+        values.update(_parse_calibration(entry, where, source))
     return DeviceSpec(**values)
+
+
+def _parse_calibration(entry: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    """A calibrated entry takes num_qubits, basis_gates and coupling (and its noise) from it."""
+    from .calibration import calibrated_fields
+
+    clash = sorted({"num_qubits", "basis_gates", "coupling", "noise"} & set(entry))
+    if clash:
+        raise ConfigError(f"{where} sets 'calibration' and {clash}; those come from the calibration, drop them.")
+    value = entry["calibration"]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}, field 'calibration' must be a fake backend name or a JSON file, got {value!r}.")
+    base = Path(source).parent if source and not source.startswith("<") else None
+    try:
+        return calibrated_fields(value, base=base)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}, field 'calibration': {exc}") from None
 
 
 #: Instructions a basis may name besides Qiskit's standard gates.
