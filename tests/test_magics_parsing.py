@@ -178,8 +178,10 @@ def test_magics_delegate_to_the_cluster(ip, magics, capsys):
     assert run_error(ip, "%%mpiq scatter --var circs --send-q 0;1 --shots 10 --out res --timeout 4\ncircs = 1") is None
     name, args, kwargs = cluster.calls[-1]
     assert name == "scatter" and [a.strip() for a in args] == ["circs = 1"]
-    assert kwargs == {"var": "circs", "send_q": [[0], [1]], "shots": 10, "timeout": 4.0}
+    assert kwargs == {"var": "circs", "send_q": [[0], [1]], "shots": 10, "timeout": 4.0, "failover": True}
     assert ip.user_ns["res"] == ["r0", "r1"]
+    assert run_error(ip, "%%mpiq scatter --no-failover\ncircuits = 1") is None
+    assert cluster.calls[-1][2]["failover"] is False
 
     assert run_error(ip, "%%mpiq bcast --shots 5\ncircuit = 1") is None
     assert cluster.calls[-1][0] == "bcast" and ip.user_ns["results"] == ["r0", "r1"]
