@@ -42,7 +42,8 @@ with warnings.catch_warnings():
     except Exception:
         _w = -1
 _p = psutil.Process()
-print("SOAK", json.dumps({"rss_mib": round(_p.memory_info().rss / 2**20, 1), "threads": threading.active_count(),
+_kids = {c.pid: c.create_time() for c in _p.children(recursive=True)}
+print("SOAK", json.dumps({"tree": _kids, "rss_mib": round(_p.memory_info().rss / 2**20, 1), "threads": threading.active_count(),
     "os_threads": _p.num_threads(), "fds": _p.num_fds(), "widgets": _w,
     "children": len(_p.children(recursive=True))}), "END")
 """
@@ -58,9 +59,14 @@ CELLS = [
 ]
 
 
+SEEN: dict[int, float] = {}  # every process that descended from the kernel at a probe
+
+
 def probe(session) -> dict:
     text = session.run(PROBE).text
-    return json.loads(text.split("SOAK", 1)[1].split("END", 1)[0])
+    out = json.loads(text.split("SOAK", 1)[1].split("END", 1)[0])
+    SEEN.update({int(k): v for k, v in out.pop("tree").items()})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         kernel_pid = int(k.run("import os; print(os.getpid())").text.strip())
         r = k.run(f"%mpiq start -c 1 -q {args.quantum}")
         assert r.error is None, r.error_text
+        probe(k)  # records the cluster's processes
         for cell in CELLS:  # warm-up: first-use imports and caches are not leaks
             r = k.run(cell)
             assert r.error is None, (cell, r.error_text)
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.cycles):
             r = k.run(f"%mpiq start -c 1 -q {args.quantum}")
             errors += r.error is not None
+            probe(k)
             k.run("%mpiq stop")
         cycles_seconds = time.perf_counter() - t
         cycles_after = probe(k)
@@ -107,15 +115,17 @@ def main(argv: list[str] | None = None) -> int:
             cycles_phase={"before": cycles_before, "after": cycles_after, "seconds": round(cycles_seconds, 1)},
             errors=errors,
         )
-    # after the kernel is gone: anything of ours still alive is an orphan
+    # after the kernel is gone: any process that ever descended from it and is still alive
     time.sleep(2)
     orphans = []
-    for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["create_time"] and p.info["create_time"] >= time.time() - (time.perf_counter() - t0) and (
-            "ipyparallel" in cmd or "mpiq_magic.watchdog" in cmd or "watchdog.py" in cmd or "mpiexec" in cmd
-        ):
-            orphans.append(cmd[:120])
+    for pid, created in SEEN.items():
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - created) < 1e-3 and p.status() != psutil.STATUS_ZOMBIE:
+                orphans.append(" ".join(p.cmdline())[:120])
+        except psutil.Error:
+            pass
+    report["processes_seen"] = len(SEEN)
     report["orphans_after_kernel_exit"] = orphans
     report["kernel_pid"] = kernel_pid
     report["total_seconds"] = round(time.perf_counter() - t0, 1)

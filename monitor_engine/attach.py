@@ -228,31 +228,11 @@ def _bcast(comm: MPI.Intracomm, obj: Any, root: int, deadline: float, what: str,
     return obj if is_root else pickle.loads(bytes(buf))
 
 
-class _PerJobShared(MPI.Intracomm):
-    """The merged communicator, whose shared-memory splits stay inside one MPI job.
-
-    Processes of two separately launched jobs on one host share a node but not a shared-memory
-    domain (``MPI_Win_allocate_shared`` fails across them), while the kernel's arrival boards
-    split by ``COMM_TYPE_SHARED``. mpi4py keeps the Python type through ``Dup``, so every
-    communicator the kernel derives from this one splits per job. ``_job`` is 0 on the classical
-    side, 1 on the service.
-    """
-
-    _job = 0
-
-    def Split_type(self, split_type, key=0, info=MPI.INFO_NULL):  # noqa: N802 - mpi4py's name
-        node = super().Split_type(split_type, key, info)
-        if split_type != MPI.COMM_TYPE_SHARED or node == MPI.COMM_NULL:
-            return node
-        mine = node.Split(self._job, key)
-        node.Free()
-        return mine
-
-
 def _merge(intercomm: MPI.Intercomm, high: bool) -> MPI.Intracomm:
-    merged = intercomm.Merge(high=high)
-    side = type("_Merged", (_PerJobShared,), {"_job": int(high)})
-    return side(merged)  # the same handle, seen through the subclass
+    """One intracommunicator over both jobs (the service ``high``). Its ``COMM_TYPE_SHARED``
+    splits span two jobs on one host; the kernel's node boards split them further per job
+    (:func:`mpiq_magic.kernel.collectives.shared_node`)."""
+    return intercomm.Merge(high=high)
 
 
 def _info(timeout: float) -> MPI.Info:
@@ -328,6 +308,7 @@ def serve_service(
     root = comm.Get_rank() == 0
     directory = _port_dir(port_dir)
     specs = service_devices(comm, devices)
+    _warm_up()
     report = ServiceReport(str(directory), started=time.time())
     port = heartbeat = None
     error = None
@@ -385,6 +366,14 @@ def serve_service(
                 MPI.Close_port(port)
     report.ended = time.time()
     return report
+
+
+def _warm_up() -> None:
+    """Import the execution stack before announcing the port, so a client's first quantum block
+    does not pay for it inside its attached (QPU-holding) time."""
+    for name in ("qiskit_aer", "qiskit.qpy", "monitor_engine.process", "monitor_engine.serve",
+                 "mpiq_magic.ghz.pipeline"):
+        importlib.import_module(name)
 
 
 def _next_claim(comm: MPI.Intracomm, directory: Path, until: float) -> dict | None:

@@ -90,12 +90,17 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
             classical_partition=args.classical_partition, quantum_partition=args.quantum_partition,
             quantum_nodes=args.quantum_nodes, time=args.time, num_qubits=args.num_qubits,
             method=args.method, python=args.python, srun_args=args.srun_args, release=args.release,
+            exclusive_qpu=args.exclusive_qpu, split=args.split,
         )
     )
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
-        print(f"Wrote {args.output}; submit it with: sbatch {args.output}")
+        if args.split:
+            os.chmod(args.output, 0o755)
+            print(f"Wrote {args.output}; submit the {args.split} chained sub-jobs with: bash {args.output}")
+        else:
+            print(f"Wrote {args.output}; submit it with: sbatch {args.output}")
     else:
         print(text, end="")
     return 0
@@ -152,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--release", action="store_true",
                        help="quantum group as a service the script attaches to (monitor_engine.attach); "
                             "its component is cancelled as soon as the script releases it")
+    slurm.add_argument("--exclusive-qpu", action="store_true",
+                       help="the quantum component takes its nodes exclusively (one QPU, one job at a time)")
+    slurm.add_argument("--split", type=int, default=0, metavar="K",
+                       help="write a submit script for K sub-jobs chained with --dependency=afterok "
+                            "(checkpoints: mpiq_magic.slurm.current_step)")
     slurm.add_argument("-o", "--output", help="write the script here instead of printing it")
     slurm.add_argument("script")
     slurm.set_defaults(func=_cmd_slurm)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -71,7 +72,12 @@ def _client(tmp_path: Path, port_dir: Path, n: int = 1, hold: float = 0.0, limit
 
 
 def _lines(text: str, tag: str) -> list[dict]:
-    return [json.loads(line[len(tag) + 1:]) for line in text.splitlines() if line.startswith(tag + " ")]
+    """Every ``TAG {json}`` record in ``text``; two ranks' lines may interleave on one line."""
+    decoder, out, start = json.JSONDecoder(), [], 0
+    while (at := text.find(tag + " {", start)) >= 0:
+        value, start = decoder.raw_decode(text, at + len(tag) + 1)
+        out.append(value)
+    return out
 
 
 def test_two_jobs_attach_run_and_release(tmp_path):
@@ -177,3 +183,36 @@ def test_no_port_directory_is_a_usage_error(monkeypatch):
     monkeypatch.delenv("MPIQ_PORT_DIR", raising=False)
     with pytest.raises(UsageError, match="No port directory given"):
         attach()
+
+
+def test_notebook_cluster_attaches_scatters_and_releases(tmp_path):
+    """%mpiq attach / %mpiq release (the magics object without a shell: the global test IPython
+    belongs to tests/test_magics_parsing.py): a classical-only cluster (-q 0) joins the service,
+    %%mpiq scatter reaches the service's monitors, release hands it back."""
+    from IPython.core.error import UsageError
+
+    from mpiq_magic import magics as M
+
+    magics = M.MPIQMagics(shell=None)
+    magics.shell = SimpleNamespace(user_ns={})  # where the magics leave their results
+    magics.widget_mode = "text"
+    port_dir = tmp_path / "port"
+    service = _service(port_dir)
+    cell = "from qiskit import QuantumCircuit\nqc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()\ncircuits = [qc] * 3"
+    try:
+        magics.mpiq("start -c 1 -q 0 --timeout 90")
+        magics.mpiq(f"attach {port_dir} --wait 120")
+        cluster = M.active_cluster()
+        assert cluster.attached.quantum == 2 and cluster.attached.classical == 1
+        magics.mpiq("scatter --shots 100 --out res", cell)
+        assert [sorted(r.counts) for r in magics.shell.user_ns["res"]] == [["00", "11"]] * 3
+        magics.mpiq("release")
+        assert cluster.attached is None
+        with pytest.raises(UsageError, match="not attached to a quantum service"):
+            magics.mpiq("release")
+    finally:
+        M.shutdown_active_cluster()
+        s_out, s_err = service.communicate(timeout=90)
+    assert service.returncode == 0, s_out + s_err
+    (report,) = _lines(s_out, "SERVICE")
+    assert report["sessions"][0]["executed"] == 3

@@ -262,6 +262,54 @@ def test_failing_rank_ends_the_job_at_once_with_its_error(tmp_path, failure, cod
         assert proc.stderr.count("Traceback") == 1 and "fails.py" in proc.stderr
 
 
+# ----------------------------------------------------------------------------- item 3: unpicklable data
+UNPICKLABLE = """
+import json, time
+from mpiq_magic import kernel as mpiq
+hc = mpiq.init(classical=1, timeout=60)
+out = {}
+for name, call in [
+    ("scatter", lambda: hc.scatter([1, lambda: 0] if hc.rank == 0 else None)),
+    ("bcast", lambda: hc.bcast((lambda: 0) if hc.rank == 0 else None)),
+    ("gather", lambda: hc.gather((lambda: 0) if hc.qrank == 1 else hc.qrank)),
+]:
+    t0 = time.monotonic()
+    try:
+        call()
+        error = None
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    out[name] = [error, time.monotonic() - t0]
+print("RESULT " + json.dumps({"rank": hc.comm_rank, "out": out}), flush=True)
+hc.free()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_unpicklable_data_fails_every_member_at_once(tmp_path):
+    """Item 3: an object that does not pickle fails the collective on the sender before anything
+    is sent, and every receiver learns it at once (not after its 60 s timeout)."""
+    script = tmp_path / "unpicklable.py"
+    script.write_text(UNPICKLABLE)
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
+                          capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    got = {r["rank"]: r["out"] for r in
+           (json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT "))}
+    assert set(got) == {0, 1, 2}, proc.stdout + proc.stderr
+    pickle_error = "Can't pickle"
+    for rank in (0, 1, 2):
+        for op in ("scatter", "bcast"):
+            error, seconds = got[rank][op]
+            assert error and pickle_error in error and seconds < 10, (rank, op, error, seconds)
+            if rank:
+                assert f"{op} failed on rank 0" in error
+    # gather: qrank 1 (comm rank 2) cannot pickle its contribution; the root learns it at once
+    assert pickle_error in got[2]["gather"][0]
+    error, seconds = got[0]["gather"]
+    assert "gather failed on qrank 1" in error and pickle_error in error and seconds < 10, error
+
+
 # ----------------------------------------------------------------------------- items 4 and 5: controller, listeners
 def _listeners(pids: set[int]) -> list[str]:
     out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout

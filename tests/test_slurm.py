@@ -147,3 +147,45 @@ def test_bad_hetjob_arguments_are_refused(capsys):
     assert "quantum_nodes=3 must be between 1 and the number of monitors (2)" in capsys.readouterr().err
     assert main(["slurm", "--classical-partition", "c p u", "--quantum-partition", "qpu", "x.py"]) == 2
     assert "classical_partition" in capsys.readouterr().err
+
+
+SPLIT_JOB = """
+import os
+from mpiq_magic import kernel as mpiq
+from mpiq_magic.slurm import current_step
+hc = mpiq.init()
+step = current_step()
+if hc.is_classical and hc.rank == 0:
+    done = step.load([])
+    step.save(done + [(step.index, os.environ["SLURM_JOB_ID"], hc.quantum_size)])
+    print("STEP", step.index, step.count, done, flush=True)
+hc.free()
+"""
+
+
+def test_split_workflow_runs_its_subjobs_in_order_through_checkpoints(tmp_path, slurm):
+    from mpiq_magic.qpu_accounting import account, read_jobcomp
+
+    script = tmp_path / "submit.sh"
+    (tmp_path / "run.py").write_text(SPLIT_JOB)
+    assert main(["slurm", "--classical-partition", "cpu", "--quantum-partition", "qpu", "-c", "1", "-q", "1",
+                 "--num-qubits", "8", "--python", sys.executable, "--srun-args=--mpi=pmi2", "--time", "00:05:00",
+                 "--split", "2", "--exclusive-qpu", "-o", str(script), str(tmp_path / "run.py")]) == 0
+    env = {**slurm, "MPIQ_CHECKPOINT": str(tmp_path / "ckpt")}
+    out = subprocess.run(["timeout", "60", "bash", str(script), "-o", str(tmp_path / "slurm-%j.out")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    jobs = out.stdout.split()
+    assert len(jobs) == 2
+    for job in jobs:
+        info = _wait(job, slurm)
+        assert "JobState=COMPLETED" in info, info + (tmp_path / f"slurm-{job}.out").read_text()
+    assert "Dependency" in subprocess.run(["scontrol", "show", "job", "-o", jobs[1]], capture_output=True,
+                                          text=True, env=slurm).stdout
+    second = (tmp_path / f"slurm-{jobs[1]}.out").read_text()
+    assert f"STEP 1 2 [(0, '{jobs[0]}', 1)]" in second, second  # the first sub-job's checkpoint
+    time.sleep(1.5)  # completion records are written as the jobs leave
+    acc = account("split", [("A", j) for j in jobs], read_jobcomp(Path(slurm["SLURM_CONF"]).parent / "jobcomp.txt"))
+    first, then = acc.jobs
+    assert set(first.partition_intervals) == {"cpu", "qpu"}
+    assert then.partition_intervals["qpu"].start >= first.partition_intervals["cpu"].end  # afterok: in order

@@ -279,6 +279,7 @@ class HybridCluster:
                     stop()
                 except Exception:
                     pass
+            _stop_async_thread(cluster)
         for pid, created in self._owned_pids.items():
             _proc.kill_if_same(pid, created)
         self._owned_pids = {}
@@ -602,6 +603,24 @@ class HybridCluster:
         for f in failures:
             if f.engine is not None:
                 self._last_error[f.engine] = f.line()
+
+
+def _stop_async_thread(cluster: Any) -> None:
+    """End the IOLoop thread ipyparallel starts for its ``*_sync`` calls inside a running event
+    loop (a notebook kernel); it is never stopped otherwise: one thread and three descriptors
+    per start/stop cycle."""
+    thread = getattr(cluster, "_async_thread", None)
+    loop = getattr(cluster, "_thread_loop", None)
+    if thread is None or loop is None:
+        return
+    try:
+        loop.add_callback(loop.stop)
+        thread.join(5)
+        if not thread.is_alive():
+            loop.close(all_fds=False)
+    except Exception:
+        pass
+    cluster._async_thread = None
 
 
 def _frame_size(frame: Any) -> int:

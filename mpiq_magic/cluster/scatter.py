@@ -80,12 +80,12 @@ def scatter(cluster: "HybridCluster", request: ScatterRequest, timeout: float | 
     dead_qranks = tuple(sorted(cluster.engines[e].qrank for e in dead if cluster.engines[e].role == "quantum"))
     request = ScatterRequest(**{**request.__dict__, "dead_qranks": dead_qranks})
     monitors = [i.engine for i in cluster.engines if i.role == "quantum" and i.engine not in dead]
-    if request.circuits is None:
+    if request.circuits is None and monitors:
         # one request for all: serialised once, rank 0 and the monitors start together
         ids = [root, *monitors]
         ar = cluster.view(ids).apply_async(scatter_task, job, deadline, request)
         tasks = dict(zip(ids, ar.split()))
-    else:  # client-side circuits go to rank 0 only
+    else:  # client-side circuits (or no monitor engines: an attached service) go to rank 0 only
         tasks = {e: cluster._apply(e, scatter_task, job, deadline, request if e == root else None) for e in [root, *monitors]}
     cluster._emit({"event": "scatter", "monitors": len(monitors), "job": job}, progress)
     seen: dict[int, int] = {}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
+from .collectives import shared_node
 from .errors import MPIQError, MPIQTimeoutError, UsageError
 from .waiting import Deadline, poll
 
@@ -210,7 +211,7 @@ class _ArrivalBoard:
 
     def __init__(self, comm: MPI.Intracomm):
         self.comm = comm
-        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.node = shared_node(comm)
         self.node_ranks = self.node.allgather(comm.Get_rank())
         item = np.dtype(np.int64).itemsize
         size = item * self.node.Get_size() if self.node.Get_rank() == 0 else 0

@@ -36,11 +36,36 @@ _Testall = MPI.Request.Testall
 _FAILURE_NOTICE_S = 5.0
 
 
+def shared_node(comm: MPI.Intracomm) -> MPI.Intracomm:
+    """The processes of ``comm`` that can share memory with this one: those on this node
+    (``COMM_TYPE_SHARED``) *and* in this process's ``MPI_COMM_WORLD``.
+
+    Two separately launched jobs on one host (a classical job attached to a quantum service, MPI
+    DPM) share a node but not a shared-memory domain: ``Win.Allocate_shared`` fails across them.
+    Membership of each node peer in this world is a local group translation, and it is an
+    equivalence (every world is disjoint from the others), so each job's processes agree on one
+    colour (their first node rank) without communicating.
+    """
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    group, world = node.Get_group(), MPI.COMM_WORLD.Get_group()
+    try:
+        in_world = MPI.Group.Translate_ranks(group, list(range(group.Get_size())), world)
+    finally:
+        group.Free()
+        world.Free()
+    if MPI.UNDEFINED not in in_world:  # one job on this node: the usual case
+        return node
+    colour = next(i for i, r in enumerate(in_world) if r != MPI.UNDEFINED)
+    mine = node.Split(colour, node.Get_rank())
+    node.Free()
+    return mine
+
+
 class EntryBoard:
     """One int64 slot per process of ``comm`` on its node: the last collective it entered."""
 
     def __init__(self, comm: MPI.Intracomm):
-        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.node = shared_node(comm)
         ranks = self.node.allgather(comm.Get_rank())
         self.slot_of = {r: i for i, r in enumerate(ranks)}
         item = np.dtype(np.int64).itemsize

@@ -1,0 +1,123 @@
+"""``%mpiq attach`` / ``%mpiq release``: the notebook's classical engines attach to a quantum
+service (``mpiq serve``, :mod:`monitor_engine.attach`) and release it when their quantum blocks
+are done, while the cluster goes on.
+
+The cluster must be classical only (``%mpiq start -c C -q 0``): its ``COMM_WORLD`` is the client
+job. After attaching, each engine's ``hc`` (and ``hc`` in the cell namespace) is the hybrid
+communicator over both jobs, the service's monitors stand in the dispatch path, so
+``%%mpiq scatter`` / ``bcast`` and ``%%mpiq run`` cells reach them; collective workloads run with
+``mpiq_attachment.collective(fn, ...)`` in a ``%%mpiq run`` cell. ``%mpiq release`` hands the
+service back (its job ends, or serves its next client) and restores the engines' own ``hc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ClusterStateError
+from . import engine as E
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .lifecycle import HybridCluster
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What ``%mpiq attach`` got: the service and the hybrid communicator's shape."""
+
+    port_dir: str
+    service: str
+    classical: int
+    quantum: int
+    devices: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (f"Attached {self.classical} classical engine(s) to {self.service} through {self.port_dir}: "
+                f"{self.quantum} monitor(s) on {', '.join(self.devices)}; `hc` spans both jobs until "
+                "`%mpiq release`.")
+
+
+@dataclass(frozen=True)
+class Released:
+    """What ``%mpiq release`` saw on classical rank 0."""
+
+    attached_seconds: float
+    disconnect_seconds: float
+
+    def __str__(self) -> str:
+        return (f"Released the quantum service after {self.attached_seconds:.1f} s attached "
+                f"(disconnect {self.disconnect_seconds * 1e3:.0f} ms); the engines' own `hc` is back.")
+
+
+def attach(cluster: "HybridCluster", port_dir: str | None, *, wait: float | None, timeout: float | None) -> Attached:
+    """Attach every engine of ``cluster`` to the service in ``port_dir`` (collective).
+
+    Raises:
+        ClusterStateError: the cluster has quantum engines of its own, or is attached already.
+        HybridClusterError: the attach failed (no service, stale port file, busy service ...).
+    """
+    from .collect import cluster_error
+
+    if cluster.quantum:
+        raise ClusterStateError(
+            f"Only a classical-only cluster attaches to a quantum service; this one has {cluster.quantum} "
+            "quantum engine(s). Start one with `%mpiq start -c C -q 0`."
+        )
+    if getattr(cluster, "attached", None) is not None:
+        raise ClusterStateError(f"The cluster is attached already ({cluster.attached.service}); `%mpiq release` first.")
+    limit = cluster._timeout(timeout)
+    patience = limit if wait is None else float(wait)
+    tasks = {e: cluster._apply(e, attach_task, port_dir, wait=patience, timeout=limit) for e in cluster._ids("all")}
+    out = cluster._collect("attach", tasks, patience + limit)
+    if out.failures or out.unanswered:
+        raise cluster_error(f"Attaching to the quantum service in {port_dir or '$MPIQ_PORT_DIR'} failed.", out)
+    cluster.attached = out.values[0]
+    return cluster.attached
+
+
+def release(cluster: "HybridCluster", timeout: float | None = None) -> Released:
+    """Release the service the cluster is attached to (collective).
+
+    Raises:
+        ClusterStateError: the cluster is not attached.
+        HybridClusterError: the release failed on an engine.
+    """
+    from .collect import cluster_error
+
+    if getattr(cluster, "attached", None) is None:
+        raise ClusterStateError("The cluster is not attached to a quantum service; `%mpiq attach DIR` first.")
+    limit = cluster._timeout(timeout)
+    tasks = {e: cluster._apply(e, release_task) for e in cluster._ids("all")}
+    out = cluster._collect("release", tasks, limit + 60)
+    if out.failures or out.unanswered:
+        raise cluster_error("Releasing the quantum service failed.", out)
+    cluster.attached = None
+    return out.values[0]
+
+
+def attach_task(port_dir: str | None, *, wait: float, timeout: float) -> Attached:
+    """Engine side: attach over ``COMM_WORLD`` and make the merged ``hc`` this engine's."""
+    from monitor_engine.attach import attach as attach_service
+
+    att = attach_service(port_dir, wait=wait, timeout=timeout)
+    E._STATE["own_hc"], E._STATE["hc"], E._STATE["attachment"] = E._STATE["hc"], att.hc, att
+    E._STATE.pop("dispatcher", None)  # the next one is over the merged communicator
+    ns = E.user_ns()
+    ns["hc"], ns["mpiq_attachment"] = att.hc, att
+    return Attached(str(att.port_dir), att.service.describe(), att.hc.classical_size, att.hc.quantum_size,
+                    tuple(d.name for d in att.hc.devices))
+
+
+def release_task() -> Released:
+    """Engine side: release the service and restore this engine's own ``hc``."""
+    att = E._STATE.pop("attachment")
+    E._STATE.pop("dispatcher", None)
+    try:
+        report = att.release()
+    finally:
+        E._STATE["hc"] = E._STATE.pop("own_hc")
+        ns = E.user_ns()
+        ns["hc"] = E._STATE["hc"]
+        ns.pop("mpiq_attachment", None)
+    return Released(report.attached_seconds, report.disconnect_seconds)
