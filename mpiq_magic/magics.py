@@ -20,6 +20,8 @@ Cell magics::
     %%mpiq scatter [--var circuits] [--send-q SPEC] [--shots S] [--out results] [--timeout T] [--no-failover]
     %%mpiq bcast [--var circuit] [--shots S] [--out results] [--timeout T]
     %%mpiq gather [--var result] [--out NAME] [--timeout T]
+    %%mpiq distribute [--var circuit] [--shots S] [--monitors M] [--max-variants V] [--out NAME] [--timeout T]
+      (the cell runs on the client and defines the circuit; `%mpiq distribute --var NAME` uses an existing one)
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ BAD_LINE = "Cannot split the %mpiq line {line!r}: {error}."
 
 LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release")
 CELL_COMMANDS = ("run", "scatter", "bcast", "gather")
+BOTH_COMMANDS = ("distribute",)  # line or cell
 
 _active: Any = None  # the HybridCluster started by %mpiq start
 
@@ -193,6 +196,13 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--var", type=_identifier, default="result", metavar="NAME")
     p.add_argument("--out", type=_identifier, default=None, metavar="NAME")
     _timeout_arg(p)
+    p = parser("distribute", "%%mpiq")
+    p.add_argument("--var", type=_identifier, default="circuit", metavar="NAME", help="the circuit's variable")
+    p.add_argument("--shots", type=_positive_int, default=1024, metavar="S")
+    p.add_argument("--monitors", type=_positive_int, default=None, metavar="M", help="monitors used")
+    p.add_argument("--max-variants", dest="max_variants", type=_positive_int, default=16, metavar="V")
+    p.add_argument("--out", type=_identifier, default="distribute_result", metavar="NAME")
+    _timeout_arg(p)
     return parsers
 
 
@@ -230,7 +240,7 @@ def parse(line: str, cell: str | None) -> tuple[str, Any]:
     if name in ("help", "-h", "--help"):
         return "help", None
     if name not in PARSERS:
-        raise UsageError(UNKNOWN_SUBCOMMAND.format(name=name, names=", ".join([*LINE_COMMANDS, *CELL_COMMANDS])))
+        raise UsageError(UNKNOWN_SUBCOMMAND.format(name=name, names=", ".join([*LINE_COMMANDS, *CELL_COMMANDS, *BOTH_COMMANDS])))
     if cell is None and name in CELL_COMMANDS:
         raise UsageError(CELL_ONLY.format(name=name))
     if cell is not None and name in LINE_COMMANDS and cell.strip():
@@ -262,7 +272,7 @@ class MPIQMagics(Magics):
     @line_cell_magic
     def mpiq(self, line: str, cell: str | None = None):
         """Run MPI-Q hybrid clusters: ``%mpiq start|stop|status|topology|barrier|ghz``,
-        ``%%mpiq run|scatter|bcast|gather``. ``%mpiq help`` lists the options."""
+        ``%%mpiq run|scatter|bcast|gather|distribute``. ``%mpiq help`` lists the options."""
         name, args = parse(line, cell)
         if name == "help":
             print(USAGE)
@@ -438,6 +448,30 @@ class MPIQMagics(Magics):
             f"({res.payload_bytes} payload bytes over MPI-Q, compile cache {res.compile_cache.get('hits', 0)} "
             f"hit(s) / {res.compile_cache.get('misses', 0)} miss(es))."
         )
+
+    def _distribute(self, args, cell):
+        """Run the cell on the client (it defines ``--var``), then ``HybridCluster.distribute``."""
+        cluster = self._cluster()
+        ns = self._ns()
+        if cell is not None and cell.strip():
+            outcome = self.shell.run_cell(cell, silent=True)
+            if not outcome.success:
+                return None  # IPython has shown the cell's error
+        if args.var not in ns:
+            raise UsageError(
+                f"No variable `{args.var}` holds a circuit; define it in the cell (e.g. `{args.var} = "
+                f"QuantumCircuit(...)`) or name another one with --var."
+            )
+        circuit = ns[args.var]
+        result = self._with_progress(
+            lambda **kw: cluster.distribute(circuit, **kw), "ProgressWidget", shots=args.shots,
+            monitors=args.monitors, max_variants=args.max_variants, timeout=args.timeout,
+        )
+        ns[args.out] = result
+        if hasattr(result, "summary"):
+            print(result.summary())
+        print(f"[mpiq] The DistributeResult is `{args.out}`.")
+        return None
 
     def _gather(self, args, cell):
         cluster = self._cluster()

@@ -96,6 +96,38 @@ def test_bcast_gather_barrier_ghz_status(kernel_session):
     assert "4 engines (4 idle, 0 busy, 0 dead)" in out
 
 
+def test_primitives_in_one_line_after_start(kernel_session):
+    """Issue 12: ``mpiq_cluster.sampler()`` / ``.estimator()`` in the kernel that ran ``%mpiq start``."""
+    ok(kernel_session, (
+        "import numpy as np\n"
+        "from qiskit import QuantumCircuit\n"
+        "from qiskit.circuit import Parameter\n"
+        "from qiskit.primitives import BaseEstimatorV2, BaseSamplerV2\n"
+        "from qiskit.quantum_info import SparsePauliOp\n"
+        "from mpiq_magic.widgets import ProgressWidget\n"
+        "theta = Parameter('theta')\n"
+        "pqc = QuantumCircuit(2); pqc.ry(theta, 0); pqc.cx(0, 1)\n"
+        "mqc = pqc.measure_all(inplace=False)\n"
+        "view = ProgressWidget(label='primitives', monitors=3, mode='text')\n"
+        "sampler = mpiq_cluster.sampler(seed=5, progress=view)\n"
+        "assert isinstance(sampler, BaseSamplerV2)\n"
+        "values = np.linspace(0, np.pi, 6)[:, None]\n"
+        "first = sampler.run([(mqc, values)], shots=400).result()[0]\n"
+        "second = sampler.run([(mqc, values[::-1])], shots=400).result()[0]\n"
+        "assert first.data.meas.shape == (6,) and first.data.meas.num_shots == 400\n"
+        "assert all(set(first.data.meas.get_counts(i)) <= {'00', '11'} for i in range(6))\n"
+        "assert first.data.meas.get_counts(0) == {'00': 400} and first.data.meas.get_counts(5) == {'11': 400}\n"
+        "assert sorted(set(first.metadata['qranks'].tolist())) == [0, 1, 2]\n"
+        "assert first.metadata['payloads_sent'] == 3 and second.metadata['payloads_sent'] == 0\n"
+        "assert second.metadata['payload_cache_hits'] == 3 and second.metadata['bytes']['payloads'] == 0\n"
+        "assert view.done >= 6 and set(view.monitors) == {0, 1, 2}, (view.done, view.monitors)\n"
+        "estimator = mpiq_cluster.estimator(seed=5, default_precision=0.02)\n"
+        "assert isinstance(estimator, BaseEstimatorV2)\n"
+        "est = estimator.run([(pqc, [SparsePauliOp('ZZ'), SparsePauliOp('ZI')], [[0.0], [np.pi]])]).result()[0]\n"
+        "assert np.allclose(est.data.evs, [1.0, -1.0]), est.data.evs\n"
+    ))
+
+
 def test_engine_errors_are_one_error_with_rank_lines(kernel_session):
     res = kernel_session.run("%%mpiq run\nif hc.comm_rank in (1, 3):\n    1 / 0")
     assert res.error["ename"] == "HybridClusterError"

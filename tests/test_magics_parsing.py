@@ -178,8 +178,10 @@ def test_magics_delegate_to_the_cluster(ip, magics, capsys):
     assert run_error(ip, "%%mpiq scatter --var circs --send-q 0;1 --shots 10 --out res --timeout 4\ncircs = 1") is None
     name, args, kwargs = cluster.calls[-1]
     assert name == "scatter" and [a.strip() for a in args] == ["circs = 1"]
-    assert kwargs == {"var": "circs", "send_q": [[0], [1]], "shots": 10, "timeout": 4.0}
+    assert kwargs == {"var": "circs", "send_q": [[0], [1]], "shots": 10, "timeout": 4.0, "failover": True}
     assert ip.user_ns["res"] == ["r0", "r1"]
+    assert run_error(ip, "%%mpiq scatter --no-failover\ncircuits = 1") is None
+    assert cluster.calls[-1][2]["failover"] is False
 
     assert run_error(ip, "%%mpiq bcast --shots 5\ncircuit = 1") is None
     assert cluster.calls[-1][0] == "bcast" and ip.user_ns["results"] == ["r0", "r1"]
@@ -273,3 +275,37 @@ def test_cluster_arguments_are_checked_before_anything_starts(tmp_path):
         HybridCluster(1, 2, devices=tmp_path / "missing.toml")
     cluster = HybridCluster(1, 2)
     assert not cluster.running and str(cluster.status()) == "No hybrid cluster is running."
+
+
+def test_distribute_parses_and_delegates(ip, magics):
+    name, args = M.parse("distribute --shots 500 --monitors 2 --out res", "circuit = 1")
+    assert (name, args.var, args.shots, args.monitors, args.max_variants, args.out, args.timeout) == (
+        "distribute", "circuit", 500, 2, 16, "res", None)
+    name, args = M.parse("distribute --var qc", None)  # line form: an existing variable
+    assert (args.var, args.shots, args.out) == ("qc", 1024, "distribute_result")
+    err = run_error(ip, "%mpiq distribute --shots 0")
+    assert isinstance(err, UsageError) and "expected a positive integer, got 0" in str(err)
+    err = run_error(ip, "%%mpiq distribute\ncircuit = 1")
+    assert isinstance(err, UsageError) and M.NO_CLUSTER in str(err)
+
+    calls = []
+
+    class DistributingCluster(FakeCluster):
+        def distribute(self, circuit, **kwargs):
+            kwargs.pop("progress", None)
+            calls.append((circuit, kwargs))
+            return "distributed"
+
+    magics.cluster_factory = DistributingCluster
+    assert run_error(ip, "%mpiq start -q 2") is None
+    try:
+        assert run_error(ip, "%%mpiq distribute --shots 300 --monitors 2 --out dres\ncircuit = 'the circuit'") is None
+        assert calls[-1] == ("the circuit", {"shots": 300, "monitors": 2, "max_variants": 16, "timeout": None})
+        assert ip.user_ns["dres"] == "distributed"
+        ip.user_ns["other"] = "another circuit"
+        assert run_error(ip, "%mpiq distribute --var other --max-variants 4") is None
+        assert calls[-1][0] == "another circuit" and calls[-1][1]["max_variants"] == 4
+        err = run_error(ip, "%mpiq distribute --var missing_circuit")
+        assert isinstance(err, UsageError) and "No variable `missing_circuit`" in str(err)
+    finally:
+        run_error(ip, "%mpiq stop")

@@ -48,10 +48,14 @@ class PrimitiveReply:
 class ClusterTransport:
     """The transport of primitives on a running :class:`~mpiq_magic.cluster.HybridCluster`."""
 
-    def __init__(self, cluster: "HybridCluster", timeout: float | None = None):
+    def __init__(self, cluster: "HybridCluster", timeout: float | None = None, progress: Any = None):
         cluster._require()
         self.cluster = cluster
         self.timeout = timeout
+        #: Extra receiver of this primitive's progress events (besides ``cluster.progress``): a
+        #: callable, or a live view with an ``event`` method (e.g. ``widgets.ProgressWidget``).
+        handler = getattr(progress, "event", progress)
+        self.progress = handler if callable(handler) else None
         self._sent: set[str] = set()
         self._keys: dict[int, tuple[Any, str]] = {}
 
@@ -97,13 +101,26 @@ class ClusterTransport:
         request = PrimitiveRequest(tuple(wire), circuits, dead_qranks)
         monitors = [i.engine for i in cluster.engines if i.role == "quantum" and i.engine not in dead]
         handles = {e: cluster._apply(e, primitive_task, job, deadline, request if e == root else None) for e in [root, *monitors]}
-        cluster._emit({"event": "scatter", "monitors": len(monitors), "job": job})
-        out = cluster._collect("primitive", handles, timeout)
+        from .collect import track_executed
+
+        progress = self.progress
+        cluster._emit({"event": "scatter", "monitors": len(monitors), "job": job}, progress)
+        seen: dict[int, int] = {}
+        out = cluster._collect("primitive", handles, timeout, track_executed(progress, seen))
         reply = out.values.get(root)
         if reply is None:
             raise cluster_error("The primitive run failed on classical rank 0; no result.", out)
         self._sent.update(circuits)
-        cluster._emit({"event": "gather", "monitors": len(monitors), "job": job})
+        # rank 0 publishes progress only on runs longer than EVENT_INTERVAL: the last event of
+        # each monitor comes from the report, so every run shows in the progress view
+        per_qrank: dict[int, int] = {}
+        for q in getattr(reply.report, "placement", None) or ():
+            if q is not None:
+                per_qrank[q] = per_qrank.get(q, 0) + 1
+        for q, done in sorted(per_qrank.items()):
+            if seen.get(q, 0) < done:
+                cluster._emit({"event": "executed", "qrank": q, "done": done, "total": done, "job": job}, progress)
+        cluster._emit({"event": "gather", "monitors": len(monitors), "job": job}, progress)
         return reply
 
     def _key(self, circuit) -> str:

@@ -67,7 +67,7 @@ class ClusterPrimitive:
     """What SamplerV2 and EstimatorV2 share: the transport to the monitors, the seed, the pin,
     and closing (a context manager)."""
 
-    def _connect(self, target: Any, seed: Any, pin: Any, timeout: float | None, progress: bool) -> None:
+    def _connect(self, target: Any, seed: Any, pin: Any, timeout: float | None, progress: Any) -> None:
         self._transport = transport_for(target, timeout=timeout, progress=progress)
         self._seed = seed
         self._pin = pin
@@ -96,8 +96,12 @@ class ClusterPrimitive:
         self.close()
 
 
-def transport_for(target: Any, *, timeout: float | None = None, progress: bool = False):
+def transport_for(target: Any, *, timeout: float | None = None, progress: Any = False):
     """The transport of ``target``: a HybridCluster, a hybrid communicator, or a transport.
+
+    ``progress``: headless, true prints text progress on stderr; on a cluster, a callable or a
+    live view (``mpiq_magic.widgets.ProgressWidget``) that receives the run's progress events
+    (every cluster run also publishes them to ``cluster.progress``).
 
     Raises:
         UsageError: ``target`` is none of those, or a communicator on another process than
@@ -108,11 +112,11 @@ def transport_for(target: Any, *, timeout: float | None = None, progress: bool =
     if hasattr(target, "engines") and hasattr(target, "scatter"):  # a HybridCluster
         from ..cluster.primitives import ClusterTransport
 
-        return ClusterTransport(target, timeout=timeout)
+        return ClusterTransport(target, timeout=timeout, progress=None if isinstance(progress, bool) else progress)
     if hasattr(target, "is_classical") and hasattr(target, "devices"):
         from .runner import HeadlessTransport
 
-        return HeadlessTransport(target, timeout=timeout, progress=progress)
+        return HeadlessTransport(target, timeout=timeout, progress=bool(progress))
     raise UsageError(
         f"A primitive runs on a HybridCluster or a hybrid communicator (kernel.init(...)), got {type(target).__name__}."
     )

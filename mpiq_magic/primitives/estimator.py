@@ -50,7 +50,7 @@ class EstimatorV2(ClusterPrimitive, BaseEstimatorV2):
         seed: int | np.random.Generator | None = None,
         pin: Any = None,
         timeout: float | None = None,
-        progress: bool = False,
+        progress: Any = False,
     ):
         if not default_precision > 0:
             raise UsageError(f"default_precision must be > 0 (shots are ceil(1/precision^2)), got {default_precision!r}.")

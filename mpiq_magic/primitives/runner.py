@@ -74,6 +74,7 @@ class RunReport:
     evicted: dict[int, list[str]]
     monitor_cache: dict[int, dict] = field(default_factory=dict)
     chunks: int = 0
+    placement: list = field(default_factory=list)  # chunk -> qrank that ran it (None: no result)
 
 
 def _chunks(task: Task, index: int, devices, live: Sequence[int]) -> list[tuple[int, int, dict]]:
@@ -162,7 +163,7 @@ def run_tasks(
     t0 = time.perf_counter()
     shares, where = build_shares(tasks, devices, live)
     if progress is not None:
-        progress.total = len(shares)
+        progress.begin(len(shares))
         on_result = progress.result if on_result is None else on_result
     outcome = dispatcher.run(
         shares, job=job, participants=participants, deadline=deadline, timeout=timeout,
@@ -195,7 +196,7 @@ def run_tasks(
         compile_cache={"hits": outcome.compile_cache.hits, "misses": outcome.compile_cache.misses},
         payloads_sent=sent, payload_bytes=payload_bytes, values_bytes=values_bytes, evicted=evicted,
         monitor_cache={q: d.cache for q, d in outcome.monitors.items() if d.cache is not None},
-        chunks=len(shares),
+        chunks=len(shares), placement=[None if p is None else int(p) for p in placement],
     )
     report.results = _assemble(tasks, where, results, placement)
     if errors or missing:
@@ -238,21 +239,37 @@ def _assemble(tasks, where, results, placement) -> list[TaskResult]:
 
 
 class TextProgress:
-    """Headless progress: one line on stderr at most every :data:`PROGRESS_INTERVAL` seconds."""
+    """Headless progress on stderr, at most one line every :data:`PROGRESS_INTERVAL` seconds.
+
+    One object serves every run of a primitive (:meth:`begin` starts a run), so a variational
+    loop of many short runs prints a line now and then, not one per run; a run that lasts longer
+    than the interval always ends with its final line.
+    """
 
     def __init__(self, total: int = 0, stream=None):
         self.total = total
         self.done = 0
+        self.runs = 0
         self.stream = stream or sys.stderr
-        self.last = time.perf_counter()
-        self.start = self.last
+        self.start = time.perf_counter()
+        self.last = self.start
+
+    def begin(self, total: int) -> None:
+        """A new run of ``total`` chunks."""
+        self.total, self.done = total, 0
+        self.runs += 1
+        self.start = time.perf_counter()
 
     def result(self, index: int, qrank: int, result: Any, done: int, total: int) -> None:
         self.done += 1
         now = time.perf_counter()
-        if now - self.last >= PROGRESS_INTERVAL or self.done == self.total:
+        finished_long_run = self.done == self.total and now - self.start >= PROGRESS_INTERVAL
+        if now - self.last >= PROGRESS_INTERVAL or finished_long_run:
             self.last = now
-            print(f"mpiq primitives: {self.done}/{self.total} chunk(s) done, {now - self.start:.1f} s", file=self.stream)
+            print(
+                f"mpiq primitives: run {self.runs}: {self.done}/{self.total} chunk(s) done, {now - self.start:.1f} s",
+                file=self.stream,
+            )
 
 
 class HeadlessTransport:
@@ -276,7 +293,7 @@ class HeadlessTransport:
         if alive is not None:
             self.dispatcher.alive = alive
         self.timeout = timeout
-        self.progress = progress
+        self.progress = TextProgress() if progress else None
         self.closed = False
 
     @property
@@ -287,7 +304,7 @@ class HeadlessTransport:
         if self.closed:
             raise UsageError("This primitive was closed (its monitors were shut down); create a new one.")
         return run_tasks(
-            self.dispatcher, tasks, timeout=self.timeout, progress=TextProgress() if self.progress else None,
+            self.dispatcher, tasks, timeout=self.timeout, progress=self.progress,
         )
 
     def close(self, shutdown: bool = True) -> None:

@@ -30,7 +30,9 @@ class SamplerV2(ClusterPrimitive, BaseSamplerV2):
     communicator on classical rank 0 while the monitors ``serve(hc)`` (headless). ``seed``: an int
     makes runs reproducible (per PUB; rows split over monitors sample as in one run); None uses
     the devices' seeds. ``pin``: a qrank or ``(host, device_id)`` every PUB runs on (``run`` can
-    override it per PUB). ``progress``: text progress on stderr (headless).
+    override it per PUB). ``progress``: headless, true prints text progress on stderr; on a
+    cluster, a callable or a live view (``mpiq_magic.widgets.ProgressWidget``) that receives this
+    primitive's progress events (they also reach ``cluster.progress``).
 
     Raises:
         UsageError: ``target`` is not a cluster or a communicator on classical rank 0, or bad
@@ -45,7 +47,7 @@ class SamplerV2(ClusterPrimitive, BaseSamplerV2):
         seed: int | np.random.Generator | None = None,
         pin: Any = None,
         timeout: float | None = None,
-        progress: bool = False,
+        progress: Any = False,
     ):
         if isinstance(default_shots, bool) or not isinstance(default_shots, (int, np.integer)) or default_shots < 1:
             raise UsageError(f"default_shots must be a positive integer, got {default_shots!r}.")

@@ -1,0 +1,477 @@
+"""Quasi-probability cuts through the cluster's ``SamplerV2`` (qiskit-addon-cutting).
+
+Where feed-forward cuts do not apply (``feedforward.FeedForwardError``), a circuit still runs
+on monitors narrower than itself by *quasi-probability decomposition* (QPD): every cut gate or
+wire is replaced by a weighted sum of local operations, the pieces run as ordinary circuits, and
+expectation values are reconstructed classically. The price is a sampling overhead (the product
+of the cuts' gamma², 9 per cut CNOT, 16 per cut wire): the shots needed for one standard error
+grow by that factor. It is computed and checked against ``max_overhead`` *before anything runs*.
+
+::
+
+    from mpiq_magic.distribute.qpd import cut_and_run, plan_cuts
+    plan = plan_cuts(circuit, "ZZII", max_qubits=4)          # no sampler needed: overhead, cuts
+    result = cut_and_run(sampler, circuit, [SparsePauliOp(...), "ZIIZ"], max_overhead=100)
+    result.expectation_values, result.standard_errors, result.overhead, result.num_subexperiments
+
+Cuts are chosen by ``find_cuts`` (widths: ``max_qubits``, default the widest monitor of the
+sampler) or given as partition labels (a string such as ``"AABB"``, a ``qubit -> qrank``
+sequence, or a static :class:`~mpiq_magic.distribute.PartitionResult`), which cut every gate
+between partitions (``partition_problem``). Subexperiments of one partition run as one
+``sampler.run`` call (``generate_cutting_experiments``), so the cluster compiles each distinct
+subexperiment once per device and later runs hit its compile and payload caches.
+:func:`reconstruct` combines them on the caller's side: qiskit-addon-cutting's
+``reconstruct_expectation_values``, vectorized over shots with numpy (the addon loops over
+shots in Python; the tests check both agree). The standard error is a
+batch-means estimate: the shots of every subexperiment are split into ``batches`` slices,
+each slice is reconstructed on its own, and the spread of those values, divided by
+sqrt(batches), estimates the error of the full reconstruction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
+
+from ..kernel.errors import UsageError
+
+__all__ = ["OverheadError", "QPDCut", "QPDError", "QPDPlan", "QPDResult", "cut_and_run", "plan_cuts"]
+
+ProgressCallback = Callable[[str, dict], None]
+_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class QPDError(UsageError):
+    """A circuit, observable or option cannot be cut as asked; nothing was run."""
+
+
+class OverheadError(QPDError):
+    """The cuts' sampling overhead exceeds ``max_overhead``; nothing was run.
+
+    ``overhead`` the product of the cuts' gamma², ``max_overhead`` the limit, ``cuts`` the cuts.
+    """
+
+    def __init__(self, message: str, *, overhead: float, max_overhead: float, cuts: Sequence["QPDCut"]):
+        super().__init__(message)
+        self.overhead = overhead
+        self.max_overhead = max_overhead
+        self.cuts = tuple(cuts)
+
+
+@dataclass(frozen=True)
+class QPDCut:
+    """One cut: ``kind`` "gate" or "wire", the gate's name, the qubits of the original circuit,
+    and the instruction index (in the circuit that was cut, measurements removed)."""
+
+    kind: str
+    gate: str
+    qubits: tuple[int, ...]
+    instruction: int
+
+
+@dataclass(frozen=True)
+class QPDPlan:
+    """How a circuit is cut, before anything runs (:func:`plan_cuts`)."""
+
+    overhead: float
+    cuts: tuple[QPDCut, ...]
+    partition_labels: str                  # one label per qubit of the cut circuit (wire cuts add qubits)
+    subcircuit_widths: dict[str, int]
+    num_subexperiments: int
+    num_samples: float
+    observables: tuple[Any, ...]           # the SparsePauliOps, one per observable asked for
+    problem: Any = field(repr=False)       # qiskit-addon-cutting's PartitionedCuttingProblem
+    subexperiments: dict = field(repr=False)
+    coefficients: list = field(repr=False)
+    paulis: Any = field(repr=False)        # the distinct Pauli terms reconstructed (PauliList)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        widths = ", ".join(f"{k}: {v}" for k, v in self.subcircuit_widths.items())
+        return (
+            f"{len(self.cuts)} cut(s) ({sum(c.kind == 'gate' for c in self.cuts)} gate, "
+            f"{sum(c.kind == 'wire' for c in self.cuts)} wire), sampling overhead {self.overhead:g}, "
+            f"{self.num_subexperiments} subexperiment(s), subcircuit widths {{{widths}}}."
+        )
+
+
+@dataclass(frozen=True)
+class QPDResult:
+    """Reconstructed expectation values of a cut circuit (:func:`cut_and_run`).
+
+    ``expectation_values[i]`` / ``standard_errors[i]`` belong to the i-th observable;
+    ``overhead`` is the sampling overhead (product of gamma²) that was accepted.
+    """
+
+    expectation_values: np.ndarray
+    standard_errors: np.ndarray
+    overhead: float
+    num_subexperiments: int
+    cuts: tuple[QPDCut, ...]
+    partition_labels: str
+    subcircuit_widths: dict[str, int]
+    shots: int
+    num_samples: float
+    batches: int
+    timings: dict[str, float]
+    qranks: dict[str, list[int]] = field(default_factory=dict)  # monitors that ran each partition
+
+    @property
+    def value(self) -> float:
+        """The single expectation value, when one observable was asked for."""
+        if len(self.expectation_values) != 1:
+            raise QPDError(
+                f"This result holds {len(self.expectation_values)} expectation values; index "
+                "expectation_values instead of reading .value."
+            )
+        return float(self.expectation_values[0])
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["expectation_values"] = [float(v) for v in self.expectation_values]
+        out["standard_errors"] = [float(v) for v in self.standard_errors]
+        out["num_samples"] = None if math.isinf(self.num_samples) else self.num_samples
+        out["cuts"] = [asdict(c) | {"qubits": list(c.qubits)} for c in self.cuts]
+        return out
+
+    def summary(self) -> str:
+        vals = ", ".join(f"{v:.4f} ± {s:.4f}" for v, s in zip(self.expectation_values, self.standard_errors))
+        return (
+            f"{len(self.cuts)} cut(s), overhead {self.overhead:g}, {self.num_subexperiments} subexperiments "
+            f"x {self.shots} shots: {vals}"
+        )
+
+
+# ----------------------------------------------------------------------------- planning
+def _observables(observables, n: int):
+    from qiskit.quantum_info import Pauli, PauliList, SparsePauliOp
+
+    items = [observables] if isinstance(observables, (str, Pauli, SparsePauliOp)) else list(observables or [])
+    if isinstance(observables, PauliList):
+        items = list(observables)
+    if not items:
+        raise QPDError("cut_and_run needs at least one observable (a Pauli string or a SparsePauliOp).")
+    ops = []
+    for i, item in enumerate(items):
+        try:
+            op = SparsePauliOp(item)
+        except Exception as exc:  # noqa: BLE001 - reported with the item
+            raise QPDError(f"Observable {i} ({item!r}) is not a Pauli string or SparsePauliOp: {exc}.") from None
+        if op.num_qubits != n:
+            raise QPDError(
+                f"Observable {i} acts on {op.num_qubits} qubits but the circuit has {n}; give one Pauli "
+                "letter per qubit (qubit 0 rightmost)."
+            )
+        ops.append(op.simplify(atol=0))
+    seen: dict[str, int] = {}
+    for op in ops:
+        for p in op.paulis:
+            seen.setdefault(p.to_label(), len(seen))
+    return tuple(ops), PauliList(list(seen))
+
+
+def _prepare(circuit):
+    from qiskit import QuantumCircuit
+
+    if not isinstance(circuit, QuantumCircuit):
+        raise QPDError(f"cut_and_run takes a qiskit QuantumCircuit, got {type(circuit).__name__}.")
+    qc = circuit.remove_final_measurements(inplace=False)
+    for _ in range(4):
+        if all(len(inst.qubits) <= 2 for inst in qc.data):
+            break
+        qc = qc.decompose(gates_to_decompose=[inst.operation.name for inst in qc.data if len(inst.qubits) > 2])
+    for k, inst in enumerate(qc.data):
+        name = inst.operation.name
+        if name in ("measure", "reset") or getattr(inst.operation, "blocks", None):
+            raise QPDError(
+                f"Instruction {k} ('{name}') is a mid-circuit {name} or control flow; quasi-probability "
+                "cutting reconstructs expectation values of unitary circuits only (final measurements "
+                "are removed)."
+            )
+        if len(inst.qubits) > 2:
+            raise QPDError(f"Instruction {k} ('{name}') acts on {len(inst.qubits)} qubits and does not decompose.")
+    qc.remove_final_measurements()  # idempotent; clears empty cregs
+    return qc
+
+
+def _labels(partition, n: int) -> list[Hashable]:
+    if isinstance(partition, str):
+        labels = list(partition)
+    elif hasattr(partition, "assignment"):  # PartitionResult
+        rows = [list(row) for row in partition.assignment]
+        labels = []
+        for q in range(n):
+            ranks = {row[q] for row in rows if q < len(row) and row[q] >= 0}
+            if len(ranks) > 1:
+                raise QPDError(
+                    f"Qubit {q} moves between qranks {sorted(ranks)} in this partition; quasi-probability "
+                    "cutting needs a static partition (method='static', or a qubit -> qrank list)."
+                )
+            labels.append(ranks.pop() if ranks else 0)
+    else:
+        labels = list(partition.values()) if isinstance(partition, dict) else list(partition)
+        if isinstance(partition, dict) and sorted(partition) != list(range(n)):
+            raise QPDError(f"partition maps qubits {sorted(partition)} but the circuit has qubits 0..{n - 1}.")
+    if len(labels) != n:
+        raise QPDError(f"partition has {len(labels)} label(s) but the circuit has {n} qubits; give one per qubit.")
+    return labels
+
+
+def _overhead(bases) -> float:
+    out = 1.0
+    for basis in bases:
+        out *= basis.overhead
+    return float(out)
+
+
+def plan_cuts(
+    circuit,
+    observables,
+    *,
+    max_qubits: int | None = None,
+    partition: Any = None,
+    max_overhead: float | None = 1000.0,
+    num_samples: float = np.inf,
+    seed: int | None = 111,
+    max_backjumps: int | None = 10_000,
+    generate: bool = True,
+) -> QPDPlan:
+    """Cut ``circuit`` for ``observables`` without running anything.
+
+    ``partition`` (labels) or ``max_qubits`` (``find_cuts`` with
+    ``DeviceConstraints(qubits_per_subcircuit=max_qubits)``) decides the cuts. The subexperiments
+    are generated only when the overhead is within ``max_overhead`` (None: no limit) and
+    ``generate`` is true.
+
+    Raises:
+        QPDError: not a circuit, mid-circuit measurements, bad observables or partition, neither
+            ``partition`` nor ``max_qubits`` given.
+        OverheadError: the sampling overhead exceeds ``max_overhead`` (names both numbers).
+    """
+    from qiskit_addon_cutting import (
+        cut_wires, expand_observables, find_cuts, generate_cutting_experiments, partition_problem,
+    )
+    from qiskit_addon_cutting.automated_cut_finding import DeviceConstraints, OptimizationParameters
+
+    t0 = time.perf_counter()
+    qc = _prepare(circuit)
+    n = qc.num_qubits
+    ops, paulis = _observables(observables, n)
+    if not (num_samples == np.inf or (isinstance(num_samples, (int, float)) and num_samples >= 1)):
+        raise QPDError(f"num_samples must be >= 1 or numpy.inf (exact weights), got {num_samples!r}.")
+    cuts: list[QPDCut] = []
+    if partition is not None:
+        labels = _labels(partition, n)
+        for k, inst in enumerate(qc.data):
+            qs = tuple(qc.find_bit(q).index for q in inst.qubits)
+            if len(qs) == 2 and labels[qs[0]] != labels[qs[1]]:
+                cuts.append(QPDCut("gate", inst.operation.name, qs, k))
+        text = [str(x) for x in labels]
+        names = {x: _LABELS[i % 26] + (str(i // 26) if i >= 26 else "") for i, x in enumerate(dict.fromkeys(text))}
+        label_str = "".join(names[x][0] for x in text) if len(names) <= 26 else ",".join(names[x] for x in text)
+        try:
+            problem = partition_problem(circuit=qc, partition_labels=[names[x] for x in text], observables=paulis)
+        except Exception as exc:  # noqa: BLE001 - the addon's ValueError, with context
+            raise QPDError(f"qiskit-addon-cutting cannot partition this circuit with labels {label_str!r}: {exc}") from None
+    else:
+        if max_qubits is None:
+            raise QPDError("Give max_qubits (the widest subcircuit allowed) or partition labels to cut a circuit.")
+        if isinstance(max_qubits, bool) or not isinstance(max_qubits, (int, np.integer)) or max_qubits < 1:
+            raise QPDError(f"max_qubits must be a positive integer, got {max_qubits!r}.")
+        cut_qc, meta = find_cuts(
+            qc, OptimizationParameters(seed=seed, max_backjumps=max_backjumps),
+            DeviceConstraints(qubits_per_subcircuit=int(max_qubits)),
+        )
+        for kind, index in meta["cuts"]:
+            inst = cut_qc.data[index]
+            qs = tuple(cut_qc.find_bit(q).index for q in inst.qubits)
+            if kind == "Gate Cut":
+                orig = qc.data[index - sum(1 for k2, i2 in meta["cuts"] if k2 == "Wire Cut" and i2 < index)]
+                cuts.append(QPDCut("gate", orig.operation.name, qs, index))
+            else:
+                cuts.append(QPDCut("wire", "cut_wire", qs, index))
+        with_ancilla = cut_wires(cut_qc)
+        expanded = expand_observables(paulis, qc, with_ancilla)
+        problem = partition_problem(circuit=with_ancilla, observables=expanded)
+        try:  # which subcircuit each qubit (wire-cut ancillas included) went to; informative only
+            from qiskit_addon_cutting.qpd.instructions import TwoQubitQPDGate
+            from qiskit_addon_cutting.utils.transforms import _partition_labels_from_circuit
+
+            found = _partition_labels_from_circuit(
+                with_ancilla, ignore=lambda inst: isinstance(inst.operation, TwoQubitQPDGate))
+            label_str = "".join("-" if x is None else _LABELS[int(x) % 26] for x in found)
+        except Exception:  # noqa: BLE001
+            label_str = ""
+    overhead = _overhead(problem.bases)
+    widths = {str(k): v.num_qubits for k, v in problem.subcircuits.items()}
+    if max_overhead is not None and overhead > max_overhead:
+        raise OverheadError(
+            f"Cutting this {n}-qubit circuit needs {len(cuts)} cut(s) ("
+            + ", ".join(f"{c.kind} {c.gate} on qubits {list(c.qubits)}" for c in cuts[:6])
+            + (", ..." if len(cuts) > 6 else "")
+            + f") with a sampling overhead of {overhead:g}, above max_overhead={max_overhead:g}; nothing was run. "
+            f"Raise max_overhead (the shots for one standard error grow {overhead:g}-fold), use wider monitors, "
+            "or a partition with fewer gates between partitions.",
+            overhead=overhead, max_overhead=float(max_overhead), cuts=cuts,
+        )
+    subexperiments, coefficients = {}, []
+    count = 0
+    if generate:
+        subexperiments, coefficients = generate_cutting_experiments(
+            circuits=problem.subcircuits, observables=problem.subobservables, num_samples=num_samples)
+        count = sum(len(v) for v in subexperiments.values())
+    return QPDPlan(
+        overhead=overhead, cuts=tuple(cuts), partition_labels=label_str, subcircuit_widths=widths,
+        num_subexperiments=count, num_samples=float(num_samples), observables=ops, problem=problem,
+        subexperiments=subexperiments, coefficients=coefficients, paulis=paulis,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# ----------------------------------------------------------------------------- running
+def _widest(sampler) -> int | None:
+    transport = getattr(sampler, "transport", None)
+    devices = getattr(transport, "devices", None) if transport is not None else None
+    if not devices:
+        return None
+    return max(int(d.num_qubits) for d in devices)
+
+
+def _signs(data, cog, edges) -> np.ndarray:
+    """Mean of (+1/-1) per Pauli mask of ``cog`` over all shots and over each batch of shots:
+    (1 + len(edges) - 1, masks). ``qpd_measurements`` parity times the observable's parity, as
+    qiskit-addon-cutting's ``_process_outcome_v2``, on whole shot columns."""
+    obs = np.asarray(data.observable_measurements.array, dtype=np.uint8)
+    qpd = np.asarray(data.qpd_measurements.array, dtype=np.uint8)
+    obs, qpd = obs.reshape(-1, obs.shape[-1]), qpd.reshape(-1, qpd.shape[-1])
+    qpd_sign = 1 - 2 * (np.unpackbits(qpd, axis=-1).sum(axis=-1) & 1).astype(np.int64)
+    nbytes = obs.shape[-1]
+    cols = []
+    for mask in cog.pauli_bitmasks:
+        mask_bytes = np.frombuffer(int(mask).to_bytes(nbytes, "big"), dtype=np.uint8)
+        cols.append(qpd_sign * (1 - 2 * (np.unpackbits(obs & mask_bytes, axis=-1).sum(axis=-1) & 1).astype(np.int64)))
+    signs = np.stack(cols, axis=-1).astype(float) if cols else np.zeros((obs.shape[0], 0))
+    shots = signs.shape[0]
+    if edges[-1] != shots:
+        raise QPDError(f"A subexperiment came back with {shots} shots, not the {edges[-1]} asked for.")
+    batch = np.add.reduceat(signs, edges[:-1], axis=0) / np.diff(edges)[:, None]
+    return np.vstack([signs.mean(axis=0, keepdims=True), batch])
+
+
+def reconstruct(results, coefficients, subobservables, edges=None) -> np.ndarray:
+    """qiskit-addon-cutting's ``reconstruct_expectation_values`` (SamplerV2 results, one
+    PauliList per partition), vectorized over shots, for the full shot set and each batch
+    ``edges[b]:edges[b + 1]``. Returns (1 + batches, len(terms)); row 0 equals the addon's value."""
+    from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
+
+    labels = list(subobservables)
+    nterms = len(subobservables[labels[0]])
+    if edges is None:
+        first = next(iter(results[labels[0]]))
+        edges = np.array([0, first.data.qpd_measurements.num_shots])
+    edges = np.asarray(edges, dtype=int)
+    rows = len(edges)  # full + (len(edges) - 1) batches
+    collections = {label: ObservableCollection(subobservables[label]) for label in labels}
+    for label, so in collections.items():
+        if len(results[label]) != len(coefficients) * len(so.groups):
+            raise QPDError(
+                f"Partition {label!r} returned {len(results[label])} results for {len(coefficients)} "
+                f"coefficients x {len(so.groups)} observable groups."
+            )
+    expvals = np.zeros((rows, nterms))
+    for i, coeff in enumerate(coefficients):
+        current = np.ones((rows, nterms))
+        for label, so in collections.items():
+            groups = [_signs(results[label][i * len(so.groups) + k].data, cog, edges) for k, cog in enumerate(so.groups)]
+            for k, sub in enumerate(subobservables[label]):
+                current[:, k] *= np.mean([groups[m][:, n] for m, n in so.lookup[sub]], axis=0)
+        expvals += coeff[0] * current
+    return expvals
+
+
+def _combine(plan: QPDPlan, term_values) -> np.ndarray:
+    index = {p.to_label(): i for i, p in enumerate(plan.paulis)}
+    terms = np.asarray(term_values, dtype=float)
+    return np.array([
+        float(np.real(sum(c * terms[index[p.to_label()]] for p, c in zip(op.paulis, op.coeffs))))
+        for op in plan.observables
+    ])
+
+
+def cut_and_run(
+    sampler,
+    circuit,
+    observables,
+    *,
+    max_qubits: int | None = None,
+    partition: Any = None,
+    max_overhead: float | None = 1000.0,
+    shots: int = 4096,
+    num_samples: float = np.inf,
+    batches: int = 10,
+    seed: int | None = 111,
+    progress: ProgressCallback | None = None,
+) -> QPDResult:
+    """Cut ``circuit``, run the subexperiments through ``sampler`` (any Qiskit ``SamplerV2``; the
+    cluster's runs each partition's subexperiments on the monitors), reconstruct the
+    expectation values of ``observables`` (a Pauli string, ``SparsePauliOp``, or a list of them).
+
+    Without ``partition`` and ``max_qubits`` the cuts fit the sampler's widest monitor. The
+    plan (overhead, cuts, subexperiments) is reported to ``progress("planned", {...})`` and
+    checked against ``max_overhead`` before any circuit runs.
+
+    Raises:
+        QPDError: bad circuit, observables, partition or options (see :func:`plan_cuts`).
+        OverheadError: the sampling overhead exceeds ``max_overhead``; nothing ran.
+    """
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise QPDError(f"shots must be a positive integer, got {shots!r}.")
+    if isinstance(batches, bool) or not isinstance(batches, (int, np.integer)) or not 2 <= batches <= shots:
+        raise QPDError(f"batches must be an integer between 2 and shots ({shots}), got {batches!r}.")
+    if partition is None and max_qubits is None:
+        max_qubits = _widest(sampler)
+        if max_qubits is None:
+            raise QPDError(
+                f"This sampler ({type(sampler).__name__}) does not say how wide its devices are; give "
+                "max_qubits or partition labels."
+            )
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    plan = plan_cuts(circuit, observables, max_qubits=max_qubits, partition=partition,
+                     max_overhead=max_overhead, num_samples=num_samples, seed=seed)
+    timings["plan"] = time.perf_counter() - t0
+    if progress is not None:
+        progress("planned", {"overhead": plan.overhead, "cuts": len(plan.cuts),
+                             "subexperiments": plan.num_subexperiments, "widths": plan.subcircuit_widths,
+                             "summary": plan.summary()})
+    t1 = time.perf_counter()
+    results, qranks = {}, {}
+    for label, circuits in plan.subexperiments.items():
+        results[label] = sampler.run(circuits, shots=int(shots)).result()
+        ranks = []
+        for pub in results[label]:
+            q = pub.metadata.get("qranks") if hasattr(pub, "metadata") else None
+            if q is not None:
+                ranks.extend(int(x) for x in np.ravel(q))
+        qranks[str(label)] = sorted(set(ranks))
+        if progress is not None:
+            progress("executed", {"partition": str(label), "subexperiments": len(circuits)})
+    timings["run"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    edges = np.linspace(0, int(shots), int(batches) + 1).astype(int)
+    rows = reconstruct(results, plan.coefficients, plan.problem.subobservables, edges)  # (1 + batches, terms)
+    values = _combine(plan, rows[0])
+    per_batch = np.array([_combine(plan, row) for row in rows[1:]])
+    errors = np.std(per_batch, axis=0, ddof=1) / math.sqrt(int(batches))
+    timings["reconstruct"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t0
+    return QPDResult(
+        expectation_values=values, standard_errors=errors, overhead=plan.overhead,
+        num_subexperiments=plan.num_subexperiments, cuts=plan.cuts, partition_labels=plan.partition_labels,
+        subcircuit_widths=plan.subcircuit_widths, shots=int(shots), num_samples=plan.num_samples,
+        batches=int(batches), timings=timings, qranks=qranks,
+    )
