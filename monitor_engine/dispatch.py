@@ -118,6 +118,28 @@ class DispatchResult:
     def ok(self) -> bool:
         return not self.missing and not self.errors
 
+    def failures(self, quantum_size: int, share: Callable[[int], str] = lambda i: f"share {i}") -> list:
+        """One ``ProcessFailure`` (``[qrank j:stage] message``) per monitor that failed, share that
+        failed or got no answer, and monitor that did not end the job; ``share(i)`` names share *i*."""
+        from mpiq_magic.kernel.errors import ProcessFailure
+
+        failed = {q for q, d in self.monitors.items() if d.error}
+        out = [ProcessFailure(f"qrank {q}", d.stage, d.error) for q, d in sorted(self.monitors.items()) if d.error]
+        out += [
+            ProcessFailure(f"qrank {self.placement[i]}", "execute", f"{share(i)}: {message}")
+            for i, message in self.errors.items() if self.placement[i] not in failed
+        ]
+        out += [
+            ProcessFailure(f"qrank {q}", "execute", f"{share(i)}: no result before the deadline.", "timeout")
+            for i, q in self.missing.items() if q not in failed
+        ]
+        named = {f.who for f in out}
+        out += [
+            ProcessFailure(f"qrank {q}", "gather", "did not end the job before the deadline.", "timeout")
+            for q in range(quantum_size) if q not in self.monitors and f"qrank {q}" not in named
+        ]
+        return out
+
 
 class Dispatcher:
     """The dispatching side for one classical rank of ``hc``; jobs may overlap.

@@ -7,7 +7,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .kernel.errors import ConfigError
 
@@ -183,3 +183,13 @@ class Supervised:
     def _pump_stdout(self, stream) -> None:
         for line in stream:
             self.on_line(line)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file, so a reader never sees half of it."""
+    import json
+
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)

@@ -319,19 +319,4 @@ def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, see
 
 
 def _failures(hc, outcome, keys) -> list[ProcessFailure]:
-    failed = {q for q, d in outcome.monitors.items() if d.error}
-    out = [ProcessFailure(f"qrank {q}", d.stage, d.error) for q, d in sorted(outcome.monitors.items()) if d.error]
-    out += [
-        ProcessFailure(f"qrank {outcome.placement[i]}", "execute", f"block variant {keys[i]}: {message}")
-        for i, message in outcome.errors.items() if outcome.placement[i] not in failed
-    ]
-    out += [
-        ProcessFailure(f"qrank {q}", "execute", f"block variant {keys[i]}: no result before the deadline.", "timeout")
-        for i, q in outcome.missing.items() if q not in failed
-    ]
-    named = {f.who for f in out}
-    out += [
-        ProcessFailure(f"qrank {q}", "gather", "did not end the job before the deadline.", "timeout")
-        for q in range(hc.quantum_size) if q not in outcome.monitors and f"qrank {q}" not in named
-    ]
-    return out
+    return outcome.failures(hc.quantum_size, lambda i: f"block variant {keys[i]}")

@@ -64,10 +64,9 @@ def main(argv: list[str]) -> int:
         else:
             is_root = True
     if is_root:
-        tmp = out_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f)
-        os.replace(tmp, out_path)
+        from ..launch import write_json_atomic
+
+        write_json_atomic(out_path, out)
     return code
 
 

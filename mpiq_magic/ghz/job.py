@@ -130,10 +130,9 @@ def main(argv: list[str]) -> int:
         if hc is not None:
             hc.free()
     if is_root:
-        tmp = out_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f)
-        os.replace(tmp, out_path)
+        from ..launch import write_json_atomic
+
+        write_json_atomic(out_path, out)
     return exit_code
 
 

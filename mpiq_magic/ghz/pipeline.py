@@ -321,19 +321,4 @@ def _check_widths(hc, cut: Cut, assignment: list[list[int]]) -> None:
 
 def _failures(hc, outcome) -> list[ProcessFailure]:
     """One failure per monitor or block that failed or did not answer."""
-    failed = {q for q, d in outcome.monitors.items() if d.error}
-    out = [ProcessFailure(f"qrank {q}", d.stage, d.error) for q, d in sorted(outcome.monitors.items()) if d.error]
-    out += [
-        ProcessFailure(f"qrank {outcome.placement[b]}", "execute", f"block {b}: {message}")
-        for b, message in outcome.errors.items() if outcome.placement[b] not in failed
-    ]
-    out += [
-        ProcessFailure(f"qrank {q}", "execute", f"block {b}: no result before the deadline.", "timeout")
-        for b, q in outcome.missing.items() if q not in failed
-    ]
-    named = {f.who for f in out}
-    out += [
-        ProcessFailure(f"qrank {q}", "gather", "did not end the job before the deadline.", "timeout")
-        for q in range(hc.quantum_size) if q not in outcome.monitors and f"qrank {q}" not in named
-    ]
-    return out
+    return outcome.failures(hc.quantum_size, lambda b: f"block {b}")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mpi4py import MPI
 
-from .collectives import shared_node
+from .collectives import int64_board, shared_node
 from .errors import MPIQError, MPIQTimeoutError, UsageError
 from .waiting import Deadline, poll
 
@@ -89,6 +89,11 @@ class BarrierState:
         self._names: dict[BarrierFlag, list[str]] = {}
         self._board: _ArrivalBoard | None = None
         self._qsync = None
+
+    def next_seq(self, flag: BarrierFlag) -> int:
+        """The sequence number of the next ``flag`` barrier (every process counts every call)."""
+        self.seq[flag] += 1
+        return self.seq[flag]
 
     def arrivals(self, ccomm: MPI.Intracomm) -> _ArrivalBoard:
         """The CC arrival board (built on first use: a collective over the classical ranks)."""
@@ -213,11 +218,7 @@ class _ArrivalBoard:
         self.comm = comm
         self.node = shared_node(comm)
         self.node_ranks = self.node.allgather(comm.Get_rank())
-        item = np.dtype(np.int64).itemsize
-        size = item * self.node.Get_size() if self.node.Get_rank() == 0 else 0
-        self.win = MPI.Win.Allocate_shared(size, item, comm=self.node)
-        buf, _ = self.win.Shared_query(0)
-        self.board = np.ndarray((self.node.Get_size(),), dtype=np.int64, buffer=buf)
+        self.win, self.board = int64_board(self.node)
         self.slot = self.node.Get_rank()
         self.board[self.slot] = 0
         # Timestamps of the timed CC barrier: [ring slot, node slot, arrival/release] as
@@ -322,8 +323,7 @@ def _exchange(state: "BarrierState", comm: MPI.Intracomm, seq: int, round_: int,
 
 def _cc(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     state = hc._barriers
-    state.seq[CC] += 1
-    seq = state.seq[CC]
+    seq = state.next_seq(CC)
     if not hc.is_classical:
         return _empty(CC, seq)
     names = state.names(hc, CC)
@@ -393,8 +393,7 @@ def _cc_local(board: "_ArrivalBoard", seq: int, arrival: float, deadline: Deadli
 
 def _qq(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     state = hc._barriers
-    state.seq[QQ] += 1
-    seq = state.seq[QQ]
+    seq = state.next_seq(QQ)
     if not hc.is_quantum:
         return _empty(QQ, seq)
     out = state.qsync(hc, deadline).barrier(seq, timeout=deadline.timeout, record=record)
@@ -407,8 +406,7 @@ def _qq(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
 
 def _all(hc: "HybridComm", deadline: Deadline, record: bool) -> BarrierRecord:
     state = hc._barriers
-    state.seq[ALL] += 1
-    seq = state.seq[ALL]
+    seq = state.next_seq(ALL)
     names = list(state.names(hc, ALL))
     label = f"ALL barrier #{seq}"
     arrival = time.monotonic()

@@ -61,6 +61,15 @@ def shared_node(comm: MPI.Intracomm) -> MPI.Intracomm:
     return mine
 
 
+def int64_board(node: MPI.Intracomm) -> tuple[MPI.Win, np.ndarray]:
+    """A node-shared int64 slot per process of ``node`` (allocated by its rank 0): (window, array)."""
+    item = np.dtype(np.int64).itemsize
+    size = item * node.Get_size() if node.Get_rank() == 0 else 0
+    win = MPI.Win.Allocate_shared(size, item, comm=node)
+    buf, _ = win.Shared_query(0)
+    return win, np.ndarray((node.Get_size(),), dtype=np.int64, buffer=buf)
+
+
 class EntryBoard:
     """One int64 slot per process of ``comm`` on its node: the last collective it entered."""
 
@@ -68,11 +77,7 @@ class EntryBoard:
         self.node = shared_node(comm)
         ranks = self.node.allgather(comm.Get_rank())
         self.slot_of = {r: i for i, r in enumerate(ranks)}
-        item = np.dtype(np.int64).itemsize
-        size = item * self.node.Get_size() if self.node.Get_rank() == 0 else 0
-        self.win = MPI.Win.Allocate_shared(size, item, comm=self.node)
-        buf, _ = self.win.Shared_query(0)
-        self.board = np.ndarray((self.node.Get_size(),), dtype=np.int64, buffer=buf)
+        self.win, self.board = int64_board(self.node)
         self.slot = self.node.Get_rank()
         self.board[self.slot] = 0
         self.node.Barrier()
