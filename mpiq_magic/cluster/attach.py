@@ -13,7 +13,7 @@ service back (its job ends, or serves its next client) and restores the engines'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ClusterStateError
 from . import engine as E

@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -38,13 +37,14 @@ from . import barrier as _barrier
 from . import distribute as _distribute
 from . import engine as _engine
 from . import gather as _gather
+from . import ipp as _ipp
 from . import ghz as _ghz
 from . import primitives as _primitives
 from . import processes as _proc
 from . import run as _run
 from . import scatter as _scatter
 from . import status as _status
-from .collect import POLL_SECONDS, Outcome, check_timeout, cluster_error, collect
+from .collect import Outcome, check_timeout, cluster_error, collect
 
 LAUNCHERS = ("mpi",)
 TARGETS = ("classical", "quantum", "all")
@@ -158,61 +158,7 @@ class HybridCluster:
         return self
 
     def _start_ipp(self) -> None:
-        import ipyparallel as ipp
-        from traitlets.config import Config
-
-        from ..launch import local_mpiexec, loopback_env
-
-        if self._profile_dir_arg is None:
-            self._profile_dir = _proc.make_temp_dir("mpiq-cluster-")  # also reaps dead owners' dirs
-            self._watchdog.remove_dir(self._profile_dir)
-        else:
-            self._profile_dir = self._profile_dir_arg
-        cfg = Config()
-        launcher = cfg.MPIEngineSetLauncher
-        mpiexec, mpi_args = local_mpiexec(survive_rank_death=True)
-        launcher.mpi_cmd = [mpiexec]
-        launcher.mpi_args = mpi_args
-        launcher.engine_cmd = _proc.engine_command()
-        # a single-host cluster: every listener on loopback (MPI netmod here, controller below)
-        launcher.environment = {
-            "PYTHONUNBUFFERED": "1", "MPIQ_CLASSICAL": str(self.classical), **loopback_env(), **self.env,
-        }
-        launcher.stop_seconds_until_kill = 2
-        cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
-        self._ipp = ipp.Cluster(
-            engines="mpi",
-            n=self.size,
-            profile_dir=self._profile_dir,
-            config=cfg,
-            delay=0,
-            controller_args=["--ping=1000"],  # heartbeat period (ms): engines register sooner
-            controller_ip="127.0.0.1",
-            engine_timeout=int(self.start_timeout),
-            log_level=self.log_level,
-        )
-        self._ipp.start_cluster_sync()
-        roots = [getattr(self._ipp.controller, "pid", None), getattr(self._ipp.engine_set, "pid", None)]
-        self._controller_pid = roots[0]
-        self._watchdog.track([p for p in roots if p])
-        client = self._ipp.connect_client_sync()
-        self._client = client
-        deadline = time.monotonic() + self.start_timeout
-        while len(client.ids) < self.size:
-            engine_set = self._ipp.engine_set
-            if engine_set is not None and engine_set.state == "after":
-                output = engine_set.get_output()
-                raise HybridClusterError(
-                    f"mpiexec exited before all {self.size} engines registered "
-                    f"({len(client.ids)} did); its output:\n{output[-2000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise ClusterTimeoutError(
-                    f"Only {len(client.ids)} of {self.size} engines registered within "
-                    f"{self.start_timeout:g} s; engines {sorted(set(range(self.size)) - set(client.ids))} "
-                    "did not answer."
-                )
-            time.sleep(POLL_SECONDS)
+        _ipp.start(self)
 
     def _check_ranks(self) -> None:
         """engine id == MPI rank, or the cluster is useless: MPI-Q addresses ranks."""
@@ -270,16 +216,8 @@ class HybridCluster:
             except Exception:
                 pass
         if self._ipp is not None:
-            cluster, self._ipp = self._ipp, None
-            # Engines stopped on purpose exit by SIGTERM; ipyparallel would log their whole
-            # output as a warning for that non-zero exit, which is noise here.
-            cluster.log.setLevel(max(self.log_level, logging.ERROR))
-            for stop in (cluster.stop_engines_sync, cluster.stop_controller_sync):
-                try:  # engines first: stopping both at once makes mpiexec linger
-                    stop()
-                except Exception:
-                    pass
-            _stop_async_thread(cluster)
+            ipp_cluster, self._ipp = self._ipp, None
+            _ipp.stop(ipp_cluster, self.log_level)
         for pid, created in self._owned_pids.items():
             _proc.kill_if_same(pid, created)
         self._owned_pids = {}
@@ -349,27 +287,10 @@ class HybridCluster:
         """Roles, devices, busy/idle/dead and the last error of every engine."""
         return _status.status(self)
 
-    @contextmanager
     def client_traffic(self):
-        """Count the bytes and messages this client receives inside the ``with`` block.
-
-        Yields a dict with ``bytes`` and ``messages``; shows that payloads travel over MPI-Q
-        and never through the client (or the controller, which relays everything the client gets).
-        """
-        session = self.client.session
-        counter = {"bytes": 0, "messages": 0}
-        feed = session.feed_identities
-
-        def counting(msg_list, copy=True):
-            counter["messages"] += 1
-            counter["bytes"] += sum(_frame_size(f) for f in msg_list)
-            return feed(msg_list, copy=copy)
-
-        session.feed_identities = counting
-        try:
-            yield counter
-        finally:
-            del session.feed_identities
+        """Count the bytes and messages this client receives inside a ``with`` block (a dict with
+        ``bytes`` and ``messages``): payloads travel over MPI-Q, never through the client."""
+        return _ipp.client_traffic(self.client)
 
     # ------------------------------------------------------------------ operations
     def run(
@@ -603,28 +524,3 @@ class HybridCluster:
         for f in failures:
             if f.engine is not None:
                 self._last_error[f.engine] = f.line()
-
-
-def _stop_async_thread(cluster: Any) -> None:
-    """End the IOLoop thread ipyparallel starts for its ``*_sync`` calls inside a running event
-    loop (a notebook kernel); it is never stopped otherwise: one thread and three descriptors
-    per start/stop cycle."""
-    thread = getattr(cluster, "_async_thread", None)
-    loop = getattr(cluster, "_thread_loop", None)
-    if thread is None or loop is None:
-        return
-    try:
-        loop.add_callback(loop.stop)
-        thread.join(5)
-        if not thread.is_alive():
-            loop.close(all_fds=False)
-    except Exception:
-        pass
-    cluster._async_thread = None
-
-
-def _frame_size(frame: Any) -> int:
-    try:
-        return memoryview(frame.buffer if hasattr(frame, "buffer") else frame).nbytes
-    except TypeError:
-        return len(frame)
