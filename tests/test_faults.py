@@ -77,6 +77,15 @@ def _describe(pids: list[int]) -> list[str]:
     return out
 
 
+def _is_rank(pid: int, module: str) -> bool:
+    """A rank of the job: ``python -m module`` itself, not the mpiexec that launched it."""
+    try:
+        cmd = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return module in cmd and "mpiexec" not in " ".join(cmd[:1])
+
+
 def _kill_tree(pids: dict[int, float]) -> None:
     for pid in _alive(pids):
         try:
@@ -196,7 +205,7 @@ def test_mpiq_ghz_spec_dir_and_job_die_with_the_launcher(tmp_path):
         ranks: list[int] = []
         while time.monotonic() < end and len(ranks) < 3:
             tree = _tree(parent.pid)
-            ranks = [p for p in tree if "mpiq_magic.ghz.job" in " ".join(_describe([p]))]
+            ranks = [p for p in tree if _is_rank(p, "mpiq_magic.ghz.job")]
             time.sleep(0.3)
         assert len(ranks) == 3, _describe(list(tree))
         new = _tmp_dirs("mpiq-ghz-") - before
