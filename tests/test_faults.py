@@ -346,13 +346,14 @@ def test_single_host_cluster_listens_on_loopback_and_survives_a_dead_controller(
 
     from mpiq_magic.cluster import HybridCluster
 
+    me = psutil.Process()
+    before = _tree(me.pid)  # processes of other tests' clusters (a session fixture) are not ours
     cluster = HybridCluster(1, 2, prewarm=False, timeout=30, start_timeout=120)
     cluster.start()
     tree: dict[int, float] = {}
     try:
         cluster.barrier("QQ")  # the QQ coordinator's socket is open now
-        me = psutil.Process()
-        tree = {p: c for p, c in _tree(me.pid).items() if p != me.pid}
+        tree = {p: c for p, c in _tree(me.pid).items() if p != me.pid and p not in before}
         addrs = _listeners(set(tree) | {me.pid})
         assert addrs, "no listener found at all"
         outside = [a for a in addrs if not _loopback(a)]
