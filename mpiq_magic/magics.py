@@ -155,6 +155,7 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--devices", default=None, metavar="FILE", help="devices TOML file")
     p.add_argument("--launcher", choices=["mpi"], default="mpi", help="engine launcher")
     p.add_argument("--timeout", type=_seconds, default=60.0, metavar="T", help="default timeout of operations")
+    p.add_argument("--interface", default=None, metavar="IF", help="network interface to listen on (default loopback)")
     parser("stop")
     parser("status")
     parser("topology")
@@ -355,6 +356,7 @@ class MPIQMagics(Magics):
             from .cluster import HybridCluster as factory
         cluster = factory(
             args.classical, args.quantum, devices=args.devices, timeout=args.timeout, launcher=args.launcher,
+            **({"interface": args.interface} if args.interface else {}),
         )
         cluster.start()
         _active = cluster

@@ -407,25 +407,129 @@ def test_mpiq_run_job_listens_on_loopback_only(tmp_path):
     assert not [a for a in addrs if not _loopback(a)], addrs
 
 
-# ----------------------------------------------------------------------------- item 6: per-cell resources
-@pytest.mark.timeout(240)
-def test_widget_count_stays_flat_over_many_barrier_cells(kernel_session):
-    """Item 6: `%mpiq barrier QQ` cells in widget mode leave the kernel's live widget count flat."""
+# ----------------------------------------------------------------------------- item 6: start/stop cycles
+def _resources() -> tuple[list[str], list[str]]:
+    """This process's threads (names) and open descriptors (what they point at)."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # the descriptor listdir itself used
+    return sorted(t.name for t in threading.enumerate()), sorted(fds)
+
+
+@pytest.mark.timeout(300)
+def test_start_stop_cycles_leave_no_threads_or_descriptors():
+    """Item 6: HybridCluster start/stop cycles, run (like in a notebook kernel) from inside a
+    running asyncio event loop, leave no thread and no file descriptor behind. ipyparallel runs
+    its ``*_sync`` calls on an IOLoop thread there that it never ends: one thread and three
+    descriptors per cycle before the fix."""
+    import asyncio
+
+    from mpiq_magic.cluster import HybridCluster
+
+    def cycle() -> None:
+        cluster = HybridCluster(1, 1, prewarm=False, timeout=30, start_timeout=120)
+        try:
+            cluster.start()
+            cluster.barrier("ALL")
+        finally:
+            cluster.stop()
+
+    async def in_a_running_loop() -> tuple:
+        cycle()  # warm-up: first-use imports, zmq's context and its threads are not leaks
+        before = _resources()
+        for _ in range(2):
+            cycle()
+        time.sleep(0.5)
+        return before, _resources()
+
+    (threads0, fds0), (threads1, fds1) = asyncio.run(in_a_running_loop())
+    assert len(threads1) <= len(threads0), f"threads before {threads0}, after {threads1}"
+    extra = list(fds1)
+    for fd in fds0:
+        if fd in extra:
+            extra.remove(fd)
+    assert len(fds1) <= len(fds0), f"descriptors grew from {len(fds0)} to {len(fds1)}; new ones: {extra}"
+
+
+# ----------------------------------------------------------------------------- items 6 and 8: per-cell resources, timeouts
+_PROBE = (
+    "import gc, warnings, psutil, ipywidgets, plotly.graph_objects as _go\n"
+    "gc.collect()\n"
+    "with warnings.catch_warnings():\n"
+    "    warnings.simplefilter('ignore')\n"
+    "    _w = len(ipywidgets.Widget.widgets)\n"
+    "print('PROBE', _w, sum(isinstance(o, _go.FigureWidget) for o in gc.get_objects()),\n"
+    "      psutil.Process().memory_info().rss / 2**20, 'END')"
+)
+
+
+def _probe(k) -> tuple[int, int, float]:
+    """(live widgets, live plotly FigureWidgets, RSS in MiB) of the kernel."""
+    widgets, figures, rss = k.run(_PROBE).text.split("PROBE")[1].split("END")[0].split()
+    return int(widgets), int(figures), float(rss)
+
+
+@pytest.fixture(scope="module")
+def kernel_cluster(kernel_session):
+    """The session kernel with a 1 + 2 cluster started by `%mpiq start`, dashboards as widgets."""
     k = kernel_session
     r = k.run("import os; os.environ['MPIQ_WIDGETS'] = 'widget'\n%mpiq start -c 1 -q 2")
     assert r.error is None, r.error_text
     try:
-        count = "import warnings, ipywidgets\nwith warnings.catch_warnings():\n    warnings.simplefilter(\"ignore\")\n    print(\"WIDGETS\", len(ipywidgets.Widget.widgets), \"END\")"
-        for _ in range(3):
-            assert k.run("%mpiq barrier QQ").error is None
-        before = int(k.run(count).text.split("WIDGETS")[1].split("END")[0])
-        for _ in range(12):
-            r = k.run("%mpiq barrier QQ")
-            assert r.error is None, r.error_text
-        after = int(k.run(count).text.split("WIDGETS")[1].split("END")[0])
-        assert after <= before, f"live widgets grew from {before} to {after} over 12 cells"
+        yield k
     finally:
         k.run("%mpiq stop\nimport os; os.environ.pop('MPIQ_WIDGETS', None)")
+
+
+@pytest.mark.timeout(300)
+def test_barrier_cells_leave_widgets_figures_and_memory_flat(kernel_cluster):
+    """Item 6: `%mpiq barrier` cells in widget mode leave the kernel's live widgets, plotly
+    figures and memory flat. Each cell's dashboard holds a plotly FigureWidget (~0.3 MiB), which
+    anywidget's hot-reload hook kept alive for ever: +0.3 MiB per cell before the fix."""
+    k = kernel_cluster
+    for _ in range(4):  # first-use imports and caches are not growth
+        assert k.run("%mpiq barrier QQ").error is None
+    widgets0, figures0, rss0 = _probe(k)
+    cells = 60
+    for i in range(cells):
+        r = k.run("%mpiq barrier QQ" if i % 2 else "%mpiq barrier CC")
+        assert r.error is None, r.error_text
+    widgets1, figures1, rss1 = _probe(k)
+    assert widgets1 <= widgets0, f"live widgets grew from {widgets0} to {widgets1} over {cells} cells"
+    assert figures1 <= figures0, f"live plotly figures grew from {figures0} to {figures1} over {cells} cells"
+    per_cell = (rss1 - rss0) / cells
+    assert per_cell < 0.05, f"kernel RSS grew {rss1 - rss0:.1f} MiB over {cells} cells ({per_cell * 1024:.0f} KiB per cell)"
+
+
+@pytest.mark.timeout(180)
+def test_scatter_past_its_timeout_stops_rank_0_and_does_not_delay_the_next_cell(kernel_cluster):
+    """Item 8: a `%%mpiq scatter` whose cell is still running on classical rank 0 at its
+    `--timeout` raises a timeout error naming the rank that did not answer and that no circuit
+    ran; rank 0 is interrupted, so the next cells run at once instead of after the remainder."""
+    k = kernel_cluster
+    sleep, timeout = 40, 4
+    cell = (f"%%mpiq scatter --timeout {timeout}\nimport time\ntime.sleep({sleep})\n"
+            "from qiskit import QuantumCircuit\ncircuits = QuantumCircuit(1)\ncircuits.measure_all()")
+    t0 = time.monotonic()
+    r = k.run(cell)
+    took = time.monotonic() - t0
+    assert r.error is not None, r.text
+    assert "Timeout" in r.error["ename"], r.error_text
+    assert "classical rank 0" in r.error_text and f"did not answer within {timeout} s" in r.error_text, r.error_text
+    assert "no circuit ran" in r.error_text, r.error_text
+    assert took < timeout + 12, f"the cell took {took:.1f} s with --timeout {timeout}"
+    # rank 0 is free: the next cells answer well before the remainder of the sleep is over
+    t0 = time.monotonic()
+    r = k.run("%%mpiq run --targets classical\nprint('rank 0 free')")
+    assert r.error is None and "rank 0 free" in r.text, r.error_text
+    r = k.run("%%mpiq scatter --timeout 30\nfrom qiskit import QuantumCircuit\n"
+              "circuits = [QuantumCircuit(1), QuantumCircuit(1)]\nfor c in circuits: c.x(0); c.measure_all()")
+    assert r.error is None, r.error_text
+    took = time.monotonic() - t0
+    assert took < (sleep - timeout) / 2, f"the next cells took {took:.1f} s: rank 0 was still running the old one"
 
 
 # ----------------------------------------------------------------------------- item 7: validation

@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def start(cluster: "HybridCluster") -> None:
     """Start the controller and the engines under MPI (ipyparallel's MPI launcher, the bundled
-    mpiexec, every listener on loopback) and wait until every engine registered.
+    mpiexec, every listener on loopback or the interface the cluster names) and wait until
+    every engine registered.
 
     Raises:
         HybridClusterError: mpiexec exited before every engine registered (its output attached).
@@ -27,7 +28,7 @@ def start(cluster: "HybridCluster") -> None:
     import ipyparallel as ipp
     from traitlets.config import Config
 
-    from ..launch import local_mpiexec, loopback_env
+    from ..launch import local_mpiexec, network_env
 
     if cluster._profile_dir_arg is None:
         cluster._profile_dir = _proc.make_temp_dir("mpiq-cluster-")  # also reaps dead owners' dirs
@@ -36,13 +37,15 @@ def start(cluster: "HybridCluster") -> None:
         cluster._profile_dir = cluster._profile_dir_arg
     cfg = Config()
     launcher = cfg.MPIEngineSetLauncher
-    mpiexec, mpi_args = local_mpiexec(survive_rank_death=True)
+    mpiexec, mpi_args = local_mpiexec(survive_rank_death=True, interface=cluster.interface)
     launcher.mpi_cmd = [mpiexec]
     launcher.mpi_args = mpi_args
     launcher.engine_cmd = _proc.engine_command()
-    # a single-host cluster: every listener on loopback (MPI netmod here, controller below)
+    # every listener on loopback (single host) or the named interface: MPI netmod and QQ
+    # sockets here, controller below
     launcher.environment = {
-        "PYTHONUNBUFFERED": "1", "MPIQ_CLASSICAL": str(cluster.classical), **loopback_env(), **cluster.env,
+        "PYTHONUNBUFFERED": "1", "MPIQ_CLASSICAL": str(cluster.classical), **network_env(cluster.interface),
+        **cluster.env,
     }
     launcher.stop_seconds_until_kill = 2
     cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
@@ -53,7 +56,7 @@ def start(cluster: "HybridCluster") -> None:
         config=cfg,
         delay=0,
         controller_args=["--ping=1000"],  # heartbeat period (ms): engines register sooner
-        controller_ip="127.0.0.1",
+        controller_ip=cluster.address,
         engine_timeout=int(cluster.start_timeout),
         log_level=cluster.log_level,
     )
