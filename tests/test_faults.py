@@ -301,7 +301,7 @@ def test_unpicklable_data_fails_every_member_at_once(tmp_path):
     is sent, and every receiver learns it at once (not after its 60 s timeout)."""
     script = tmp_path / "unpicklable.py"
     script.write_text(UNPICKLABLE)
-    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", *extra, "-c", "1", "-q", "2", str(script)],
                           capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     got = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in tmp_path.glob("unpicklable-*.json")}
@@ -383,8 +383,10 @@ def test_single_host_cluster_listens_on_loopback_and_survives_a_dead_controller(
 
 
 @pytest.mark.timeout(120)
-def test_mpiq_run_job_listens_on_loopback_only(tmp_path):
-    """Item 5: the ranks and the process manager of `mpiq run` listen on loopback only."""
+@pytest.mark.parametrize("extra", [[], ["--interface", "lo"]], ids=["default", "interface-lo"])
+def test_mpiq_run_job_listens_on_loopback_only(tmp_path, extra):
+    """Item 5: the ranks and the process manager of `mpiq run` listen on loopback only (by
+    default, and when the user names ``lo`` as the cluster interface)."""
     script = tmp_path / "listen.py"
     script.write_text(textwrap.dedent("""
         import subprocess, psutil
@@ -399,12 +401,71 @@ def test_mpiq_run_job_listens_on_loopback_only(tmp_path):
             print("LISTEN", [l.split()[3] for l in out.splitlines()[1:] if any(f"pid={p}," in l for p in pids)])
         hc.barrier(mpiq.ALL)
     """))
-    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", *extra, "-c", "1", "-q", "2", str(script)],
                           capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr
     line = next(l for l in proc.stdout.splitlines() if l.startswith("LISTEN"))
     addrs = eval(line[len("LISTEN"):])
     assert not [a for a in addrs if not _loopback(a)], addrs
+
+
+def _other_interface() -> tuple[str, str] | None:
+    """A non-loopback interface of this host with an IPv4 address, and that address."""
+    import socket
+
+    for name, addrs in sorted(psutil.net_if_addrs().items()):
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return name, a.address
+    return None
+
+
+@pytest.mark.timeout(180)
+def test_named_interface_binds_every_listener_of_the_cluster_there():
+    """Item 5, multi-host: ``HybridCluster(interface=IF)`` binds every listener (controller,
+    MPI netmod, QQ coordinator) to that interface's address, not loopback, not 0.0.0.0 (on
+    one host, with a non-loopback interface standing in for the cluster network)."""
+    from mpiq_magic.cluster import HybridCluster
+
+    found = _other_interface() or ("lo", "127.0.0.1")
+    name, address = found
+    me = psutil.Process()
+    before = _tree(me.pid)
+    own_before = set(_listeners({me.pid}))
+    cluster = HybridCluster(1, 2, prewarm=False, timeout=30, start_timeout=120, interface=name)
+    tree: dict[int, float] = {}
+    try:
+        cluster.start()
+        cluster.barrier("QQ")  # the QQ coordinator's socket is open now
+        tree = {p: c for p, c in _tree(me.pid).items() if p != me.pid and p not in before}
+        addrs = [a for a in _listeners(set(tree) | {me.pid}) if a not in own_before]
+        # on the interface, or on loopback (reachable from this host only); nowhere else
+        outside = [a for a in addrs if not _loopback(a) and a.rsplit(":", 1)[0].strip("[]") != address]
+        assert not outside, f"listeners beyond {name} ({address}): {outside}"
+        on_it = {p for p in tree if any(not _loopback(a) for a in _listeners({p}))}
+        engines = {info.pid for info in cluster.engines}
+        assert cluster._controller_pid in on_it, f"the controller does not listen on {address}: {addrs}"
+        assert engines <= on_it, f"engines (MPI netmod, QQ coordinator) not listening on {address}: {addrs}"
+    finally:
+        cluster.stop()
+        _kill_tree(tree)
+
+
+def test_unknown_interface_is_refused_before_anything_starts(tmp_path):
+    """Item 5: a cluster interface that does not exist is one clear error (naming it and the
+    interfaces there are) from ``HybridCluster``, ``%mpiq start`` and ``mpiq run``; no job starts."""
+    from mpiq_magic.cluster import HybridCluster
+    from mpiq_magic.kernel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'nosuch9' does not exist.*lo \(127\.0\.0\.1\)"):
+        HybridCluster(1, 1, interface="nosuch9")
+    script = tmp_path / "never.py"
+    script.write_text("open('ran', 'w').write('yes')\n")
+    proc = subprocess.run(["timeout", "60", *MPIQ, "run", "--interface", "nosuch9", str(script)],
+                          capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert proc.returncode not in (0, 124), proc.stderr
+    assert "'nosuch9' does not exist" in proc.stderr and "lo (127.0.0.1)" in proc.stderr, proc.stderr
+    assert not (tmp_path / "ran").exists()
 
 
 # ----------------------------------------------------------------------------- item 6: start/stop cycles

@@ -117,7 +117,7 @@ def collect(
 
 
 def forget_async_results() -> None:
-    """Empty ipyparallel's per-class ``lru_cache``\ s on ``AsyncResult`` methods (``split``,
+    """Empty ipyparallel's per-class ``lru_cache`` caches of ``AsyncResult`` methods (``split``,
     ``__len__``, ``_count_chunks``): each keeps up to 128 finished results alive, with their
     futures, outputs and metadata. What a caller still holds (``RunResult.async_result``) is
     untouched; the client's own caches are already purged as each reply resolves."""
