@@ -9,21 +9,26 @@ side *releases* the service (``Disconnect``): the monitors' job ends (or waits f
 client) and frees its allocation while the classical job goes on::
 
     # quantum job:   mpiexec -n 3 python -m monitor_engine.attach serve --port-dir /shared/qpu
+    #                (or: mpiq serve -q 3, published as "mpiq-qpu" at MPI's name service)
     # classical job:
     att = attach("/shared/qpu")          # collective over COMM_WORLD; att.hc spans both jobs
     outcome = dispatch(att.hc, shares)    # the monitors stand in serve() (classical rank 0)
     att.collective(run_ghz, 12, 3)        # a collective workload: the monitors call it too
     att.release()                         # the quantum job ends; we keep computing
 
-Rendezvous is a *port directory* shared by both jobs (works under ``mpiexec`` and ``srun``; the
-name service crashed under ``srun --mpi=pmi2``): ``service.json`` (the port, its owner, a
-heartbeat in its mtime), ``claim`` (the one client being served: a second client queues until
-it is released, bounded by its timeout) and ``accepting`` (the service is in ``Accept`` for that
-claim). A client never calls ``Connect`` on a port whose service has not just said it accepts:
-connecting to a dead port crashes the ``mpich`` wheel's transport. Every wait is bounded:
-``Accept``/``Connect`` take MPICH's ``timeout`` info key, control messages are non-blocking
-broadcasts polled against a deadline, and ``Disconnect`` runs under a watchdog that aborts the
-job with a message rather than hanging.
+The rendezvous (:mod:`monitor_engine.rendezvous`) is chosen automatically: a *port directory*
+when one is given (``port_dir=`` / ``$MPIQ_PORT_DIR``; the one rendezvous under ``srun``, where
+the name service crashed under ``--mpi=pmi2``), else MPI's *name service* under hydra's
+``mpiexec -nameserver HOST:PORT`` (``Publish_name`` / ``Lookup_name``, the service known by a
+name, default ``mpiq-qpu``). One client is served at a time (a second queues, bounded by its
+``wait``), and a client never calls ``Connect`` on a port whose service has not just said it
+accepts that client: connecting to a dead port crashes the ``mpich`` wheel's transport. Every
+wait is bounded: ``Accept``/``Connect`` take MPICH's ``timeout`` info key, control messages are
+non-blocking broadcasts polled against a deadline, and ``Disconnect`` runs under a watchdog that
+aborts the job with a message rather than hanging.
+
+The two sides live in :mod:`monitor_engine.attach_service` and
+:mod:`monitor_engine.attach_client`; this module keeps their public names and the command line.
 """
 
 from __future__ import annotations
@@ -37,11 +42,11 @@ from mpiq_magic.kernel.errors import MPIQError
 
 from .attach_client import Attachment, ReleaseReport, attach
 from .attach_service import ServiceReport, Session, serve_service, service_devices
-from .rendezvous import ServiceError, ServiceInfo, read_service, stale_reason
+from .rendezvous import ServiceError, ServiceInfo, choose, read_service, stale_reason
 
 __all__ = [
     "Attachment", "ReleaseReport", "ServiceError", "ServiceInfo", "ServiceReport", "Session", "attach",
-    "read_service", "serve_service", "service_devices", "stale_reason",
+    "choose", "read_service", "serve_service", "service_devices", "stale_reason",
 ]
 
 
@@ -59,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_serve_arguments(parser) -> None:
-    parser.add_argument("--port-dir", default=None, help="rendezvous directory (default $MPIQ_PORT_DIR)")
+    parser.add_argument("--port-dir", default=None,
+                        help="rendezvous directory (default $MPIQ_PORT_DIR; without one, MPI's name service)")
+    parser.add_argument("--name", default=None,
+                        help="service name at MPI's name service (default $MPIQ_SERVICE_NAME or mpiq-qpu)")
     parser.add_argument("--devices", default=None, help="devices TOML (default: one local device per monitor)")
     parser.add_argument("--sessions", type=int, default=1,
                         help="clients to serve before the job ends (default 1: released = gone; 0: until idle)")
@@ -73,7 +81,7 @@ def add_serve_arguments(parser) -> None:
 def run_serve(args) -> int:
     try:
         report = serve_service(
-            args.port_dir, devices=args.devices, once=args.sessions == 1,
+            args.port_dir, name=args.name, devices=args.devices, once=args.sessions == 1,
             sessions=args.sessions or None, idle_timeout=args.idle_timeout,
             session_timeout=args.session_timeout, timeout=args.timeout,
         )
@@ -81,12 +89,13 @@ def run_serve(args) -> int:
         print(f"mpiq serve: error: {exc}", file=sys.stderr)
         return 2
     if MPI.COMM_WORLD.Get_rank() == 0:
-        data = {"port_dir": report.port_dir, "stopped": report.stopped, "started": report.started,
+        data = {"rendezvous": report.rendezvous, "port_dir": report.port_dir, "stopped": report.stopped, "started": report.started,
                 "ended": report.ended, "sessions": [s.to_dict() for s in report.sessions]}
         if args.json:
             print("SERVICE " + json.dumps(data), flush=True)
         else:
-            print(f"mpiq serve: {len(report.sessions)} session(s) served, stopped: {report.stopped}", flush=True)
+            print(f"mpiq serve: {len(report.sessions)} session(s) served through {report.rendezvous}, "
+                  f"stopped: {report.stopped}", flush=True)
     return 0
 
 

@@ -5,9 +5,7 @@ the service when its quantum blocks are done."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,22 +15,19 @@ from typing import Any, Callable
 from mpi4py import MPI
 
 from mpiq_magic.kernel.errors import MPIQError, MPIQTimeoutError, UsageError
-from mpiq_magic.kernel.hosts import node_id
 
 from .rendezvous import (
     ACCEPT_TIMEOUT,
     DISCONNECT_TIMEOUT,
-    ServiceError,
-    ServiceInfo,
     _TICK,
+    Rendezvous,
+    ServiceInfo,
     _bcast,
     _info,
     _merge,
-    _port_dir,
-    _read_json,
     _watchdog,
-    read_service,
-    stale_reason,
+    choose,
+    claim_record,
 )
 
 
@@ -61,10 +56,12 @@ class Attachment:
     """A classical job attached to a quantum service. ``hc`` spans both jobs (classical ranks
     first, then the service's monitors); it is valid until :meth:`release`."""
 
-    def __init__(self, hc, intercomm, merged, control, service: ServiceInfo, directory: Path, claim_id: str):
+    def __init__(self, hc, intercomm, merged, control, service: ServiceInfo, rendezvous: Rendezvous, claim_id: str):
         self.hc = hc
         self.service = service
-        self.port_dir = directory
+        self.rendezvous = rendezvous
+        #: the port directory, when that was the rendezvous (else None: MPI's name service)
+        self.port_dir: Path | None = getattr(rendezvous, "directory", None)
         self.attached_at = time.time()
         self.released: ReleaseReport | None = None
         self._intercomm, self._merged, self._control = intercomm, merged, control
@@ -135,13 +132,18 @@ class Attachment:
 def attach(
     port_dir: str | os.PathLike[str] | None = None,
     *,
+    name: str | None = None,
     comm: MPI.Intracomm | None = None,
     timeout: float | None = None,
     wait: float | None = None,
 ) -> Attachment:
-    """Attach the classical job on ``comm`` (default ``COMM_WORLD``; all classical) to the
-    quantum service announced in ``port_dir`` (default ``$MPIQ_PORT_DIR``). Collective.
+    """Attach the classical job on ``comm`` (default ``COMM_WORLD``; all classical) to a quantum
+    service. Collective.
 
+    The rendezvous (:func:`monitor_engine.rendezvous.choose`): the port directory ``port_dir``
+    (default ``$MPIQ_PORT_DIR``); without one, under hydra's ``mpiexec``, MPI's name service:
+    the service published as ``name`` (default ``$MPIQ_SERVICE_NAME`` or ``mpiq-qpu``) at the
+    name server ``$MPIQ_NAMESERVER`` this job's ``mpiexec -nameserver`` was given.
     ``wait``: how long to wait for a service to appear and to be free (a second client queues
     while another is attached; default ``timeout``). ``timeout``: the hybrid communicator's
     default (``$MPIQ_TIMEOUT`` or 120 s). The returned :class:`Attachment`'s ``hc`` has this
@@ -149,7 +151,9 @@ def attach(
     monitors stand serving the dispatch path.
 
     Raises:
-        ServiceError: the port file is stale (its service is gone).
+        UsageError: no rendezvous is possible here (e.g. no port directory under ``srun``).
+        ServiceError: the port file or name entry is stale (its service is gone), or the name
+            server does not answer.
         MPIQTimeoutError: no service appeared, or it stayed attached to another client, within
             ``wait`` seconds (``missing`` names the service).
     """
@@ -157,18 +161,18 @@ def attach(
     from mpiq_magic.kernel.waiting import DEFAULT_TIMEOUT
 
     comm = MPI.COMM_WORLD if comm is None else comm
-    directory = _port_dir(port_dir)
+    rv = choose(port_dir, name)
     limit = DEFAULT_TIMEOUT if timeout is None else float(timeout)
     patience = limit if wait is None else float(wait)
     deadline = time.monotonic() + patience
     outcome: tuple = ("error", "")
     if comm.Get_rank() == 0:
         try:
-            outcome = ("ok", *_claim(directory, deadline, patience))
+            outcome = ("ok", *_claim(rv, deadline, patience))
         except MPIQError as exc:
             outcome = ("error", exc)
     outcome = _bcast(comm, outcome, 0, deadline + 5.0,
-                     f"Classical rank 0 did not finish claiming the service in {directory} in time.", "classical rank 0")
+                     f"Classical rank 0 did not finish claiming the service at {rv.where} in time.", "classical rank 0")
     if outcome[0] == "error":
         raise outcome[1]
     _, service, claim_id = outcome
@@ -176,9 +180,9 @@ def attach(
         intercomm = comm.Connect(service.port, _info(min(ACCEPT_TIMEOUT, patience)), root=0)
     except MPI.Exception as exc:
         if comm.Get_rank() == 0:
-            _drop_claim(directory, claim_id)
+            rv.leave(claim_id)
         raise MPIQTimeoutError(
-            f"Connecting to {service.describe()} through {directory} failed: "
+            f"Connecting to {service.describe()} found at {rv.where} failed: "
             f"{exc.Get_error_string().splitlines()[0]}.", [service.describe()],
         ) from None
     merged = _merge(intercomm, high=False)
@@ -187,50 +191,39 @@ def attach(
     specs = _bcast(control, None, classical, time.monotonic() + limit,
                    f"{service.describe()} did not send its device list within {limit:g} s.", service.describe())
     hc = init(devices=specs, classical=classical, comm=merged, timeout=limit)
-    return Attachment(hc, intercomm, merged, control, service, directory, claim_id)
+    return Attachment(hc, intercomm, merged, control, service, rv, claim_id)
 
 
-def _claim(directory: Path, deadline: float, patience: float) -> tuple[ServiceInfo, str]:
-    """Rank 0: wait for a live service, claim it (O_EXCL), wait until it accepts us."""
-    claim_id = uuid.uuid4().hex
-    who = f"{socket.gethostname()}:{os.getpid()}" + (f" (SLURM job {os.environ['SLURM_JOB_ID']})"
-                                                    if os.environ.get("SLURM_JOB_ID") else "")
-    claimed = False
+def _claim(rv: Rendezvous, deadline: float, patience: float) -> tuple[ServiceInfo, str]:
+    """Rank 0: wait for a live service, queue a claim on it, wait until it accepts us."""
+    record = claim_record(uuid.uuid4().hex)
+    claim_id = record["id"]
+    queued = False
     holder = None
     service = None
     while True:
-        service = read_service(directory)
+        service = rv.service()
         if service is not None:
-            reason = stale_reason(service)
+            reason = rv.stale_reason(service)
             if reason is not None:
-                if claimed:
-                    _drop_claim(directory, claim_id)
-                raise ServiceError(
-                    f"The port file {service.path} is stale: {service.describe()} is gone ({reason}). "
-                    "Start the service again, or remove the file."
-                )
-            if not claimed:
-                try:
-                    fd = os.open(directory / "claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    holder = _read_json(directory / "claim") or holder
-                else:
-                    with os.fdopen(fd, "w") as f:
-                        json.dump({"id": claim_id, "who": who, "pid": os.getpid(), "node": node_id(), "at": time.time()}, f)
-                    claimed = True
-            if claimed:
-                accepting = _read_json(directory / "accepting")
-                if accepting is not None and accepting.get("client") == claim_id:
-                    return service, claim_id
+                if queued:
+                    rv.leave(claim_id)
+                raise rv.stale_error(service, reason)
+            if not queued:
+                rv.queue(record)
+                queued = True
+            holder = rv.holder() or holder
+            if holder is not None and holder.get("id") == claim_id and rv.accepting() == claim_id:
+                return service, claim_id
         if time.monotonic() >= deadline:
-            if claimed:
-                _drop_claim(directory, claim_id)
+            if queued:
+                rv.leave(claim_id)
             if service is None:
                 raise MPIQTimeoutError(
-                    f"No quantum service announced itself in {directory} within {patience:g} s "
-                    "(no service.json); start one with `mpiq serve` first.", ["quantum service"],
+                    f"No quantum service announced itself at {rv.where} within {patience:g} s"
+                    f"{rv.missing_hint()}", ["quantum service"],
                 )
-            if not claimed:
+            if holder is None or holder.get("id") != claim_id:
                 raise MPIQTimeoutError(
                     f"{service.describe()} stayed attached to another client "
                     f"({(holder or {}).get('who', 'unknown')}) for the whole {patience:g} s this client "
@@ -241,9 +234,3 @@ def _claim(directory: Path, deadline: float, patience: float) -> tuple[ServiceIn
                 f"{service.describe()} did not accept this client within {patience:g} s.", [service.describe()]
             )
         time.sleep(_TICK / 2)
-
-
-def _drop_claim(directory: Path, claim_id: str) -> None:
-    current = _read_json(directory / "claim")
-    if current is not None and current.get("id") == claim_id:
-        (directory / "claim").unlink(missing_ok=True)

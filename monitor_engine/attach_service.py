@@ -6,13 +6,11 @@ session (held vs busy)."""
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from mpi4py import MPI
@@ -23,19 +21,15 @@ from mpiq_magic.kernel.hosts import node_id
 from .rendezvous import (
     ACCEPT_TIMEOUT,
     DISCONNECT_TIMEOUT,
-    _Heartbeat,
     _SERVE_SLICE,
     _TICK,
+    Rendezvous,
     _bcast,
     _info,
     _merge,
-    _pid_alive,
-    _port_dir,
-    _read_json,
     _watchdog,
-    _write_json,
-    read_service,
-    stale_reason,
+    choose,
+    client_gone,
 )
 
 
@@ -60,11 +54,12 @@ class ServiceReport:
     """What one :func:`serve_service` call did (on the service's rank 0; others get their own
     counts)."""
 
-    port_dir: str
+    rendezvous: str  # where clients found it: "the port directory ..." / "the name ... at ..."
     sessions: list[Session] = field(default_factory=list)
     stopped: str = "once"  # "once" | "idle" | "sessions"
     started: float = 0.0
     ended: float = 0.0
+    port_dir: str = ""  # the port directory, if that was the rendezvous
 
 
 
@@ -90,6 +85,7 @@ def service_devices(comm: MPI.Intracomm, devices=None) -> list:
 def serve_service(
     port_dir: str | os.PathLike[str] | None = None,
     *,
+    name: str | None = None,
     comm: MPI.Intracomm | None = None,
     devices=None,
     once: bool = True,
@@ -101,64 +97,62 @@ def serve_service(
 ) -> ServiceReport:
     """Run a quantum service on ``comm`` (default ``COMM_WORLD``; every process is a monitor).
 
-    Collective. Opens a port, announces it in ``port_dir`` and serves one client at a time: the
-    client's classical ranks and these monitors form one hybrid communicator until the client
-    releases it. ``once`` (default): return after the first client released (the job ends and
-    frees its allocation); else serve ``sessions`` clients (default: until ``idle_timeout``).
+    Collective. Opens a port, announces it (:func:`monitor_engine.rendezvous.choose`: in the
+    port directory ``port_dir`` / ``$MPIQ_PORT_DIR``, else under ``name`` at MPI's name service
+    under hydra's ``mpiexec -nameserver``) and serves one client at a time: the client's
+    classical ranks and these monitors form one hybrid communicator until the client releases
+    it. ``once`` (default): return after the first client released (the job ends and frees its
+    allocation); else serve ``sessions`` clients (default: until ``idle_timeout``).
     ``idle_timeout``: return when no client came for that long; ``session_timeout``: the longest
     a client may go without a command (then the service aborts: the client is gone).
     ``timeout``: the hybrid communicator's default timeout. Returns a :class:`ServiceReport`.
 
     Raises:
-        UsageError: ``port_dir`` is missing, or another live service owns it.
+        UsageError: no rendezvous is possible here, or another live service owns it.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     root = comm.Get_rank() == 0
-    directory = _port_dir(port_dir)
-    specs = service_devices(comm, devices)
-    _warm_up()
-    report = ServiceReport(str(directory), started=time.time())
-    port = heartbeat = None
-    error = None
-    if root:
+    rv, error = None, None
+    try:
+        rv = choose(port_dir, name)
+    except MPIQError as exc:
+        error = str(exc)
+    if error is None:
+        specs = service_devices(comm, devices)
+        _warm_up()
+    report = ServiceReport(getattr(rv, "where", ""), started=time.time(),
+                           port_dir=str(getattr(rv, "directory", "") or ""))
+    port = None
+    if root and error is None:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            other = read_service(directory)
-            if other is not None and other.pid != os.getpid() and stale_reason(other) is None:
-                raise UsageError(
-                    f"Port directory '{directory}' already belongs to {other.describe()}; stop it or "
-                    "use another directory."
-                )
-            for name in ("claim", "accepting"):
-                (directory / name).unlink(missing_ok=True)
             port = MPI.Open_port()
-            _write_json(directory / "service.json", {
-                "port": port, "pid": os.getpid(), "host": socket.gethostname(), "node": node_id(),
-                "quantum": comm.Get_size(), "devices": [s.name for s in specs], "started": time.time(),
+            rv.announce(port, {
+                "pid": os.getpid(), "host": socket.gethostname(), "node": node_id(), "quantum": comm.Get_size(),
+                "devices": [s.name for s in specs], "started": time.time(),
                 "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             })
-            heartbeat = _Heartbeat(directory / "service.json")
-            heartbeat.start()
         except MPIQError as exc:
-            error = exc
-    error = comm.bcast(None if error is None else str(error), root=0)
+            error = str(exc)
+            if port is not None:
+                MPI.Close_port(port)
+            port = None
+    error = comm.bcast(error, root=0)
     if error is not None:
         raise UsageError(error)
     try:
         waiting_since = time.monotonic()
         while True:
-            claim = _next_claim(comm, directory, waiting_since + idle_timeout)
+            claim = _next_claim(comm, rv, waiting_since + idle_timeout)
             if claim is None:
                 report.stopped = "idle"
                 break
-            session = _session(comm, directory, port, claim, specs, session_timeout, timeout)
+            session = _session(comm, rv, port, claim, specs, session_timeout, timeout)
             waiting_since = time.monotonic()
             if session is None:
                 continue
             report.sessions.append(session)
             if root:
-                with open(directory / "sessions.jsonl", "a") as f:
-                    f.write(json.dumps(session.to_dict()) + "\n")
+                rv.log_session(session.to_dict())
             if on_session is not None:
                 on_session(session)
             if once or (sessions is not None and len(report.sessions) >= sessions):
@@ -166,10 +160,7 @@ def serve_service(
                 break
     finally:
         if root:
-            if heartbeat is not None:
-                heartbeat.stopped.set()
-            for name in ("service.json", "claim", "accepting"):
-                (directory / name).unlink(missing_ok=True)
+            rv.withdraw()
             if port is not None:
                 MPI.Close_port(port)
     report.ended = time.time()
@@ -184,12 +175,18 @@ def _warm_up() -> None:
         importlib.import_module(name)
 
 
-def _next_claim(comm: MPI.Intracomm, directory: Path, until: float) -> dict | None:
-    """Wait (bounded by ``until``, monotonic) for a client's claim; every rank gets it."""
+def _next_claim(comm: MPI.Intracomm, rv: Rendezvous, until: float) -> dict | None:
+    """Wait (bounded by ``until``, monotonic) for a client's claim; every rank gets it. A claim
+    whose client is gone (its rank 0 was on this node and exited) is dropped, not served."""
     while True:
         claim = None
         if comm.Get_rank() == 0:
-            claim = _read_json(directory / "claim")
+            claim = rv.holder()
+            if claim is not None and client_gone(claim):
+                sys.stderr.write(f"mpiq service: client {claim.get('who', claim.get('id'))} {client_gone(claim)} "
+                                 "before it was served; dropping its claim.\n")
+                rv.end_session()
+                claim = None
             if claim is None and time.monotonic() >= until:
                 claim = {"stop": True}
         claim = comm.bcast(claim, root=0)  # rank 0 reaches it within one tick
@@ -198,12 +195,12 @@ def _next_claim(comm: MPI.Intracomm, directory: Path, until: float) -> dict | No
         time.sleep(_TICK)
 
 
-def _session(comm, directory: Path, port: str, claim: dict, specs, session_timeout: float, timeout) -> Session | None:
+def _session(comm, rv: Rendezvous, port: str, claim: dict, specs, session_timeout: float, timeout) -> Session | None:
     from mpiq_magic.kernel import init
 
     root = comm.Get_rank() == 0
     if root:
-        _write_json(directory / "accepting", {"client": claim["id"], "at": time.time()})
+        rv.accept(claim["id"])
     try:
         intercomm = comm.Accept(port, _info(ACCEPT_TIMEOUT), root=0)
     except MPI.Exception as exc:
@@ -211,8 +208,7 @@ def _session(comm, directory: Path, port: str, claim: dict, specs, session_timeo
             print(f"mpiq service: client {claim.get('who', claim['id'])} did not connect within "
                   f"{ACCEPT_TIMEOUT:g} s ({exc.Get_error_string().splitlines()[0]}); waiting for the next.",
                   file=sys.stderr, flush=True)
-            for name in ("accepting", "claim"):
-                (directory / name).unlink(missing_ok=True)
+            rv.end_session()
         return None
     session = Session(client=claim.get("who", claim["id"]), attached=time.time(), classical=intercomm.Get_remote_size())
     merged = _merge(intercomm, high=True)
@@ -239,8 +235,7 @@ def _session(comm, directory: Path, port: str, claim: dict, specs, session_timeo
             intercomm.Disconnect()
         session.released = time.time()
         if root:
-            for name in ("accepting", "claim"):
-                (directory / name).unlink(missing_ok=True)
+            rv.end_session()
     return session
 
 
@@ -252,7 +247,7 @@ def _service_loop(hc, control, session: Session, session_timeout: float, claim: 
                 "service gives up on it.")
         try:
             command = _bcast(control, None, 0, time.monotonic() + session_timeout, what, session.client,
-                             alive=lambda: _client_gone(claim))
+                             alive=lambda: client_gone(claim))
         except MPIQTimeoutError as exc:
             sys.stderr.write(f"mpiq service: {exc} Aborting.\n")
             sys.stderr.flush()
@@ -270,7 +265,7 @@ def _service_loop(hc, control, session: Session, session_timeout: float, claim: 
                     break
                 if report.jobs or report.executed:
                     silent_since = time.monotonic()
-                gone = _client_gone(claim)
+                gone = client_gone(claim)
                 if gone or time.monotonic() - silent_since > session_timeout:
                     sys.stderr.write(f"mpiq service: client {session.client} "
                                      f"{gone or f'sent nothing for {session_timeout:g} s'} and did not "
@@ -287,15 +282,6 @@ def _service_loop(hc, control, session: Session, session_timeout: float, claim: 
             session.busy_seconds += time.perf_counter() - t0
         else:  # pragma: no cover - a newer client
             sys.stderr.write(f"mpiq service: unknown command {kind!r} from {session.client}; ignored.\n")
-
-
-def _client_gone(claim: dict) -> str | None:
-    """Why the client that claimed the service is gone (its rank 0 ran on this node and its
-    process no longer exists), or None; a client on another node is only bounded by the session
-    timeout."""
-    if claim.get("node") == node_id() and claim.get("pid") and not _pid_alive(int(claim["pid"])):
-        return f"is gone (its rank 0, process {claim['pid']}, no longer exists)"
-    return None
 
 
 def _account(session: Session, done: list) -> None:
