@@ -104,8 +104,12 @@ def run_qpd_plan(hc, dispatcher, job, plan: QPDPlan, *, shots: int, batches: int
     fams = plan.families.families
     tasks = [Task(f.circuit, f.values, int(shots)) for f in fams]
 
-    def on_result(index, qrank, result, done, total):
-        report("executed", {"mode": "qpd", "qrank": qrank, "done": done, "total": total,
+    per_qrank: dict[int, int] = {}
+
+    def on_result(index, qrank, result, done, total):  # chunks done per monitor (placement is dynamic)
+        per_qrank[qrank] = per_qrank.get(qrank, 0) + 1
+        report("executed", {"mode": "qpd", "qrank": qrank, "done": per_qrank[qrank], "total": None,
+                            "chunks_done": done, "chunks": total,
                             "seconds": result.timings.get("execute") if hasattr(result, "timings") else None})
 
     t0 = time.perf_counter()
