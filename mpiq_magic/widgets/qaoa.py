@@ -187,6 +187,15 @@ def qaoa_traces(state: _State) -> list[dict]:
                              + ": step %{x}, expected cut %{y:.3f}<extra></extra>",
             "meta": f"mpiq-qaoa-energy-{plan.index}", "xaxis": "x2", "yaxis": "y2",
         })
+        steps = state.steps.get(plan.index) or [1]
+        traces.append({
+            "type": "scatter", "x": [min(steps), max(steps)] if plan.optimum is not None else [],
+            "y": [plan.optimum] * 2 if plan.optimum is not None else [], "mode": "lines",
+            "line": {"color": part_color(plan.index), "dash": "dash", "width": 1},
+            "name": f"part {plan.index} optimum", "legendgroup": f"part{plan.index}", "showlegend": False,
+            "hovertemplate": f"part {plan.index}: maximum cut %{{y:g}} (brute force)<extra></extra>",
+            "meta": f"mpiq-qaoa-optimum-{plan.index}", "xaxis": "x2", "yaxis": "y2",
+        })
     for i, dev in enumerate(state.devices):
         xa, ya = _device_axes(i)
         pos = dev["pos"]
@@ -246,10 +255,12 @@ def qaoa_layout(state: _State) -> dict:
         "title": {"text": html.escape(state.heading()), "font": {"size": 13}},
         "xaxis": {"domain": [0.0, 0.46], "anchor": "y", **hidden},
         "yaxis": {"domain": list(_GRAPH_Y), "anchor": "x", **hidden},
-        "xaxis2": {"domain": [0.56, 1.0], "anchor": "y2", "title": {"text": "optimizer step"}},
+        "xaxis2": {"domain": [0.56, 1.0], "anchor": "y2", "title": {"text": "optimizer step"},
+                   "dtick": max(1, math.ceil(state.step / 8))},
         "yaxis2": {"domain": [_GRAPH_Y[0] + 0.04, _GRAPH_Y[1]], "anchor": "x2", "title": {"text": "expected cut"}},
-        "annotations": [note("graph by part (colour) and device (symbol)", 0.23, _GRAPH_Y[1]),
-                        note("expected cut per part", 0.78, _GRAPH_Y[1])],
+        "annotations": [note("graph by part (colour) and device (symbol)"
+                             + ("; black outline: side 1 of the cut" if state.result else ""), 0.23, _GRAPH_Y[1]),
+                        note("expected cut per part (dashed: the part's optimum)", 0.78, _GRAPH_Y[1])],
         "height": 640, "margin": {"l": 50, "r": 20, "t": 60, "b": 20},
         "legend": {"orientation": "h", "x": 0.0, "y": _GRAPH_Y[0] - 0.02, "yanchor": "top", "font": {"size": 10}},
         "template": "plotly_white", "meta": {"mpiq": "qaoa"},
@@ -361,6 +372,7 @@ class QAOAWidget(LiveView):
                 for r in result.subproblems:
                     s.energies[r.index] = list(r.energy_history)
                     s.steps[r.index] = list(range(1, len(r.energy_history) + 1))
+                s.step = max((len(r.energy_history) for r in result.subproblems), default=0)
             s.result = _result_dict(result)
             s.stage = "done"
         self._changed()
