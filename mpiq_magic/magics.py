@@ -16,6 +16,8 @@ Line magics::
     %mpiq qaoa GRAPH [--mode aware|naive|both] [--naive] [-p P] [--eta ETA] [-k K] [--max-part N] [--shots S]
                [--final-shots S] [--maxiter M] [--grid G] [--seed S] [--optimum V] [--out NAME] [--timeout T]
       (GRAPH: a variable holding a graph or edge list, or a graph JSON file; live view per mode)
+    %mpiq partition [--var circuit] [--qpus 8,8,8,8] [--method M] [--topology full|line|grid] [--out NAME]
+      (shows the partition without running; default widths: the running cluster's devices)
 
 Cell magics::
 
@@ -59,7 +61,7 @@ BAD_LINE = "Cannot split the %mpiq line {line!r}: {error}."
 
 LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release", "qaoa")
 CELL_COMMANDS = ("run", "scatter", "bcast", "gather")
-BOTH_COMMANDS = ("distribute",)  # line or cell
+BOTH_COMMANDS = ("distribute", "partition")  # line or cell
 
 _active: Any = None  # the HybridCluster started by %mpiq start
 
@@ -138,6 +140,12 @@ def _identifier(text: str) -> str:
     if not text.isidentifier():
         raise argparse.ArgumentTypeError(f"{text!r} is not a Python variable name")
     return text
+
+
+def _widths(text: str) -> list[int]:
+    from .distribute.magic import parse_widths  # here, not at import: that package imports qiskit
+
+    return parse_widths(text)
 
 
 def _timeout_arg(p: _Parser) -> None:
@@ -222,6 +230,16 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--max-variants", dest="max_variants", type=_positive_int, default=16, metavar="V")
     p.add_argument("--out", type=_identifier, default="distribute_result", metavar="NAME")
     _timeout_arg(p)
+    p = parser("partition")
+    p.add_argument("--var", type=_identifier, default="circuit", metavar="NAME", help="the circuit's variable")
+    p.add_argument("--qpus", type=_widths, default=None, metavar="W,W,...", help="monitor widths (or 4x8)")
+    p.add_argument("--monitors", type=_positive_int, default=None, metavar="M", help="monitors used")
+    p.add_argument("--method", choices=["multilevel", "static", "static-hypergraph", "time-sliced", "distribute"],
+                   default="multilevel", help="'distribute': the partition %%%%mpiq distribute would run")
+    p.add_argument("--topology", choices=["full", "line", "grid"], default="full")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-variants", dest="max_variants", type=_positive_int, default=16, metavar="V")
+    p.add_argument("--out", type=_identifier, default="partition", metavar="NAME")
     return parsers
 
 
@@ -478,28 +496,14 @@ class MPIQMagics(Magics):
         )
 
     def _distribute(self, args, cell):
-        """Run the cell on the client (it defines ``--var``), then ``HybridCluster.distribute``."""
-        cluster = self._cluster()
-        ns = self._ns()
-        if cell is not None and cell.strip():
-            outcome = self.shell.run_cell(cell, silent=True)
-            if not outcome.success:
-                return None  # IPython has shown the cell's error
-        if args.var not in ns:
-            raise UsageError(
-                f"No variable `{args.var}` holds a circuit; define it in the cell (e.g. `{args.var} = "
-                f"QuantumCircuit(...)`) or name another one with --var."
-            )
-        circuit = ns[args.var]
-        result = self._with_progress(
-            lambda **kw: cluster.distribute(circuit, **kw), "ProgressWidget", shots=args.shots,
-            monitors=args.monitors, max_variants=args.max_variants, timeout=args.timeout,
-        )
-        ns[args.out] = result
-        if hasattr(result, "summary"):
-            print(result.summary())
-        print(f"[mpiq] The DistributeResult is `{args.out}`.")
-        return None
+        from .distribute.magic import distribute_cell
+
+        return distribute_cell(self, args, cell)
+
+    def _partition(self, args, cell):
+        from .distribute.magic import partition_cell
+
+        return partition_cell(self, args, cell)
 
     def _gather(self, args, cell):
         cluster = self._cluster()

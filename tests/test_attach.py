@@ -29,9 +29,9 @@ from mpiq_magic.ghz.pipeline import run_ghz
 from qiskit import QuantumCircuit
 
 hold = float(sys.argv[2])
-att = attach(sys.argv[1], timeout=90, wait=120)
+att = attach(None if sys.argv[1] == "-" else sys.argv[1], timeout=90, wait=120)  # "-": found by name
 hc = att.hc
-out = {"attached": time.time(), "rank": hc.rank, "classical": hc.classical_size,
+out = {"attached": time.time(), "rendezvous": att.rendezvous.kind, "rank": hc.rank, "classical": hc.classical_size,
        "quantum": hc.quantum_size, "devices": [d.name for d in hc.devices]}
 if hc.rank == 0:
     qc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()
@@ -145,7 +145,7 @@ def test_no_service_times_out_with_a_sentence(tmp_path):
     from monitor_engine.attach import attach
     from mpiq_magic.kernel.errors import MPIQTimeoutError
 
-    with pytest.raises(MPIQTimeoutError, match=r"No quantum service announced itself in .* within 1 s") as info:
+    with pytest.raises(MPIQTimeoutError, match=r"No quantum service announced itself at the port directory .* within 1 s") as info:
         attach(tmp_path, wait=1)
     assert info.value.missing == ["quantum service"]
 

@@ -26,14 +26,14 @@ if TYPE_CHECKING:  # pragma: no cover
 class Attached:
     """What ``%mpiq attach`` got: the service and the hybrid communicator's shape."""
 
-    port_dir: str
+    rendezvous: str  # "the port directory ..." or "the name ... at the name server ..."
     service: str
     classical: int
     quantum: int
     devices: tuple[str, ...]
 
     def __str__(self) -> str:
-        return (f"Attached {self.classical} classical engine(s) to {self.service} through {self.port_dir}: "
+        return (f"Attached {self.classical} classical engine(s) to {self.service} found at {self.rendezvous}: "
                 f"{self.quantum} monitor(s) on {', '.join(self.devices)}; `hc` spans both jobs until "
                 "`%mpiq release`.")
 
@@ -105,7 +105,7 @@ def attach_task(port_dir: str | None, *, wait: float, timeout: float) -> Attache
     E._STATE.pop("dispatcher", None)  # the next one is over the merged communicator
     ns = E.user_ns()
     ns["hc"], ns["mpiq_attachment"] = att.hc, att
-    return Attached(str(att.port_dir), att.service.describe(), att.hc.classical_size, att.hc.quantum_size,
+    return Attached(att.rendezvous.where, att.service.describe(), att.hc.classical_size, att.hc.quantum_size,
                     tuple(d.name for d in att.hc.devices))
 
 
