@@ -391,6 +391,10 @@ class HybridCluster:
             ClusterUsageError: unknown flag or a bad ``repeat``.
             ClusterTimeoutError: an engine is dead or did not arrive within ``timeout``.
         """
+        if getattr(self, "attached", None) is not None:  # %mpiq attach: a collective of both jobs
+            from . import attach as _attach
+
+            return _attach.barrier(self, flag, repeat, timeout, progress)
         return _barrier.barrier(self, flag, repeat, timeout, progress)
 
     def ghz(
@@ -413,6 +417,11 @@ class HybridCluster:
             ClusterUsageError: bad ``qubits``, ``nodes`` or ``shots``.
             HybridClusterError: the run failed (the lines name the monitors and stages).
         """
+        if getattr(self, "attached", None) is not None:  # %mpiq attach: a collective of both jobs
+            from . import attach as _attach
+
+            return _attach.ghz(self, qubits, nodes=nodes, blocks=blocks, shots=shots, serial=serial,
+                               timeout=timeout, progress=progress)
         return _ghz.ghz(self, qubits, nodes=nodes, blocks=blocks, shots=shots, serial=serial,
                         timeout=timeout, progress=progress)
 
