@@ -6,6 +6,7 @@ IPython through :class:`~mpiq_magic.cluster.HybridCluster`.
 Line magics::
 
     %mpiq start [-c C] [-q Q] [--devices FILE] [--launcher mpi] [--timeout T]
+                [--slurm PARTITION [--qpu-partition P] [--slurm-time T]]   (engines as a SLURM job)
     %mpiq stop
     %mpiq status
     %mpiq topology
@@ -13,6 +14,8 @@ Line magics::
     %mpiq ghz N --nodes M [--blocks B] [--shots S] [--serial] [--timeout T] [--out NAME]
     %mpiq attach [PORT_DIR] [--wait W] [--timeout T]   (a -q 0 cluster joins a `mpiq serve` service)
     %mpiq release
+    %mpiq partition [--var circuit] [--qpus 8,8,8,8] [--method M] [--topology full|line|grid] [--out NAME]
+      (shows the partition without running; default widths: the running cluster's devices)
 
 Cell magics::
 
@@ -56,7 +59,7 @@ BAD_LINE = "Cannot split the %mpiq line {line!r}: {error}."
 
 LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release")
 CELL_COMMANDS = ("run", "scatter", "bcast", "gather")
-BOTH_COMMANDS = ("distribute",)  # line or cell
+BOTH_COMMANDS = ("distribute", "partition")  # line or cell
 
 _active: Any = None  # the HybridCluster started by %mpiq start
 
@@ -137,6 +140,12 @@ def _identifier(text: str) -> str:
     return text
 
 
+def _widths(text: str) -> list[int]:
+    from .distribute.magic import parse_widths  # here, not at import: that package imports qiskit
+
+    return parse_widths(text)
+
+
 def _timeout_arg(p: _Parser) -> None:
     p.add_argument("--timeout", type=_seconds, default=None, metavar="T",
                    help="seconds before the operation fails naming the engines that did not answer")
@@ -154,6 +163,10 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("-q", "--quantum", type=_count, default=2, metavar="Q", help="quantum monitor engines")
     p.add_argument("--devices", default=None, metavar="FILE", help="devices TOML file")
     p.add_argument("--launcher", choices=["mpi"], default="mpi", help="engine launcher")
+    p.add_argument("--slurm", default=None, metavar="PARTITION",
+                   help="engines as a SLURM job on PARTITION (controller here; ipyparallel's SLURM launcher)")
+    p.add_argument("--qpu-partition", default=None, metavar="P", help="with --slurm: the monitors on P (a het job)")
+    p.add_argument("--slurm-time", default=None, metavar="T", help="with --slurm: the job's --time")
     p.add_argument("--timeout", type=_seconds, default=60.0, metavar="T", help="default timeout of operations")
     parser("stop")
     parser("status")
@@ -203,6 +216,16 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--max-variants", dest="max_variants", type=_positive_int, default=16, metavar="V")
     p.add_argument("--out", type=_identifier, default="distribute_result", metavar="NAME")
     _timeout_arg(p)
+    p = parser("partition")
+    p.add_argument("--var", type=_identifier, default="circuit", metavar="NAME", help="the circuit's variable")
+    p.add_argument("--qpus", type=_widths, default=None, metavar="W,W,...", help="monitor widths (or 4x8)")
+    p.add_argument("--monitors", type=_positive_int, default=None, metavar="M", help="monitors used")
+    p.add_argument("--method", choices=["multilevel", "static", "static-hypergraph", "time-sliced", "distribute"],
+                   default="multilevel", help="'distribute': the partition %%%%mpiq distribute would run")
+    p.add_argument("--topology", choices=["full", "line", "grid"], default="full")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-variants", dest="max_variants", type=_positive_int, default=16, metavar="V")
+    p.add_argument("--out", type=_identifier, default="partition", metavar="NAME")
     return parsers
 
 
@@ -353,15 +376,25 @@ class MPIQMagics(Magics):
         factory = self.cluster_factory
         if factory is None:
             from .cluster import HybridCluster as factory
+        options = {}
+        if args.slurm is not None:
+            from .cluster.launchers import SlurmEngines
+
+            options["engine_launcher"] = SlurmEngines(partition=args.slurm, quantum_partition=args.qpu_partition,
+                                                      time=args.slurm_time)
+        elif args.qpu_partition or args.slurm_time:
+            raise UsageError("--qpu-partition and --slurm-time go with --slurm PARTITION.")
         cluster = factory(
-            args.classical, args.quantum, devices=args.devices, timeout=args.timeout, launcher=args.launcher,
+            args.classical, args.quantum, devices=args.devices, timeout=args.timeout, launcher=args.launcher, **options,
         )
         cluster.start()
         _active = cluster
         self._ns()["mpiq_cluster"] = cluster
         print(
             f"Started {cluster.classical} classical + {cluster.quantum} quantum engines "
-            f"(engine id == MPI rank) in {cluster.start_seconds or 0:.1f} s; the cluster is `mpiq_cluster`."
+            f"(engine id == MPI rank) in {cluster.start_seconds or 0:.1f} s"
+            + (f" as SLURM job {cluster.job_id}" if getattr(cluster, "job_id", None) else "")
+            + "; the cluster is `mpiq_cluster`."
         )
         print(cluster.topology)
         self._show_topology(cluster)
@@ -450,28 +483,14 @@ class MPIQMagics(Magics):
         )
 
     def _distribute(self, args, cell):
-        """Run the cell on the client (it defines ``--var``), then ``HybridCluster.distribute``."""
-        cluster = self._cluster()
-        ns = self._ns()
-        if cell is not None and cell.strip():
-            outcome = self.shell.run_cell(cell, silent=True)
-            if not outcome.success:
-                return None  # IPython has shown the cell's error
-        if args.var not in ns:
-            raise UsageError(
-                f"No variable `{args.var}` holds a circuit; define it in the cell (e.g. `{args.var} = "
-                f"QuantumCircuit(...)`) or name another one with --var."
-            )
-        circuit = ns[args.var]
-        result = self._with_progress(
-            lambda **kw: cluster.distribute(circuit, **kw), "ProgressWidget", shots=args.shots,
-            monitors=args.monitors, max_variants=args.max_variants, timeout=args.timeout,
-        )
-        ns[args.out] = result
-        if hasattr(result, "summary"):
-            print(result.summary())
-        print(f"[mpiq] The DistributeResult is `{args.out}`.")
-        return None
+        from .distribute.magic import distribute_cell
+
+        return distribute_cell(self, args, cell)
+
+    def _partition(self, args, cell):
+        from .distribute.magic import partition_cell
+
+        return partition_cell(self, args, cell)
 
     def _gather(self, args, cell):
         cluster = self._cluster()
