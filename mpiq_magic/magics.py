@@ -6,6 +6,7 @@ IPython through :class:`~mpiq_magic.cluster.HybridCluster`.
 Line magics::
 
     %mpiq start [-c C] [-q Q] [--devices FILE] [--launcher mpi] [--timeout T]
+                [--slurm PARTITION [--qpu-partition P] [--slurm-time T]]   (engines as a SLURM job)
     %mpiq stop
     %mpiq status
     %mpiq topology
@@ -165,6 +166,10 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("-q", "--quantum", type=_count, default=2, metavar="Q", help="quantum monitor engines")
     p.add_argument("--devices", default=None, metavar="FILE", help="devices TOML file")
     p.add_argument("--launcher", choices=["mpi"], default="mpi", help="engine launcher")
+    p.add_argument("--slurm", default=None, metavar="PARTITION",
+                   help="engines as a SLURM job on PARTITION (controller here; ipyparallel's SLURM launcher)")
+    p.add_argument("--qpu-partition", default=None, metavar="P", help="with --slurm: the monitors on P (a het job)")
+    p.add_argument("--slurm-time", default=None, metavar="T", help="with --slurm: the job's --time")
     p.add_argument("--timeout", type=_seconds, default=60.0, metavar="T", help="default timeout of operations")
     parser("stop")
     parser("status")
@@ -390,15 +395,25 @@ class MPIQMagics(Magics):
         factory = self.cluster_factory
         if factory is None:
             from .cluster import HybridCluster as factory
+        options = {}
+        if args.slurm is not None:
+            from .cluster.launchers import SlurmEngines
+
+            options["engine_launcher"] = SlurmEngines(partition=args.slurm, quantum_partition=args.qpu_partition,
+                                                      time=args.slurm_time)
+        elif args.qpu_partition or args.slurm_time:
+            raise UsageError("--qpu-partition and --slurm-time go with --slurm PARTITION.")
         cluster = factory(
-            args.classical, args.quantum, devices=args.devices, timeout=args.timeout, launcher=args.launcher,
+            args.classical, args.quantum, devices=args.devices, timeout=args.timeout, launcher=args.launcher, **options,
         )
         cluster.start()
         _active = cluster
         self._ns()["mpiq_cluster"] = cluster
         print(
             f"Started {cluster.classical} classical + {cluster.quantum} quantum engines "
-            f"(engine id == MPI rank) in {cluster.start_seconds or 0:.1f} s; the cluster is `mpiq_cluster`."
+            f"(engine id == MPI rank) in {cluster.start_seconds or 0:.1f} s"
+            + (f" as SLURM job {cluster.job_id}" if getattr(cluster, "job_id", None) else "")
+            + "; the cluster is `mpiq_cluster`."
         )
         print(cluster.topology)
         self._show_topology(cluster)
