@@ -8,10 +8,14 @@ monitors), each followed by ``--classical`` seconds of classical work.
 * **monolithic** (the baseline, Fig. 2a): one het job per workflow (``mpiq slurm --release
   --exclusive-qpu``) attaches at the start and releases only at the end, so the QPU component is
   held for the whole workflow and the second workflow waits for the QPU.
-* **release** (Fig. 2b/3): ``mpiq slurm --release --split K --exclusive-qpu``: K sub-jobs chained
-  with ``--dependency=afterok``, each attaching for its one block and releasing right after it
-  (the QPU component is ``scancel``-ed), the classical work and a checkpoint after; SLURM
-  interleaves the other workflow's sub-jobs into the freed QPU.
+* **release** (Fig. 2b/3): ``mpiq slurm --release --split K --exclusive-qpu --qpu-on-demand``: K
+  sub-jobs chained with ``--dependency=afterok``, each a classical-only job whose ``attach()``
+  submits the quantum service as its own job on ``qpu`` once the classical side has started
+  (``--release-layout on-demand``, the default), runs its one block, releases (the service job
+  ends), then the classical work and a checkpoint; SLURM interleaves the other workflow's
+  sub-jobs into the freed QPU. ``--release-layout het``: each sub-job a heterogeneous job whose
+  QPU component is allocated with the classical one and ``scancel``-ed at the release (the
+  previous layout: the QPU is held during every sub-job's start-up).
 
 QPU held intervals are SLURM's own (job-completion records of the QPU components); busy intervals
 are the quantum blocks as the classical side timed them (plus the monitors' own execution seconds
@@ -19,7 +23,7 @@ from the service's ``sessions.jsonl``). Writes ``benchmarks/results/qpu_idle.{js
 ratios are release / monolithic, measured in the same run.
 
     sudo .ci/slurm-up.sh --install          # once
-    .venv/bin/python benchmarks/qpu_idle.py [--classical 30] [--blocks 3]
+    flock /work/bench.lock .venv/bin/python benchmarks/qpu_idle.py [--classical 60] [--blocks 3]
 """
 
 from __future__ import annotations
@@ -116,6 +120,8 @@ def _scenario(kind: str, args, env: dict, work: Path, workflows: list[str]) -> t
             "--time", "00:30:00", "--release", "--exclusive-qpu"]
     script = work / f"{kind}.sh"
     split = ["--split", str(args.blocks)] if kind == "release" else []
+    if kind == "release" and args.release_layout == "on-demand":
+        split.append("--qpu-on-demand")
     assert mpiq([*base, *split, "-o", str(script), str(work / "workflow.py")]) == 0
     log = work / f"{kind}-blocks.jsonl"
     jobs: list[tuple[str, str]] = []
@@ -137,6 +143,7 @@ def _scenario(kind: str, args, env: dict, work: Path, workflows: list[str]) -> t
 
 
 def run(args) -> dict:
+    load_at_start = list(os.getloadavg())
     env = _slurm_env()
     work = Path(args.workdir or f"/tmp/mpiq-qpu-idle-{int(time.time())}")
     work.mkdir(parents=True, exist_ok=True)
@@ -151,7 +158,9 @@ def run(args) -> dict:
         records = read_jobcomp(os.environ.get("MPIQ_SLURM_DIR", "/tmp/mpiq-slurm") + "/jobcomp.txt")
         blocks = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         sessions = {j: read_sessions(work / f"mpiq-port.{j}") for _, j in jobs}
-        acc = account(kind, jobs, records, blocks, sessions)
+        service_jobs = {j: (work / f"mpiq-port.{j}" / "service-job").read_text().split()
+                        for _, j in jobs if (work / f"mpiq-port.{j}" / "service-job").exists()}
+        acc = account(kind, jobs, records, blocks, sessions, service_jobs=service_jobs)
         results[kind] = (acc, blocks)
         print(f"qpu_idle: {kind}: makespan {acc.makespan:.1f} s, QPU held {acc.qpu_held:.1f} s, busy "
               f"{acc.qpu_busy:.1f} s, idle {acc.qpu_idle:.1f} s", flush=True)
@@ -177,12 +186,21 @@ def run(args) -> dict:
         "benchmark": "qpu_idle",
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "load": os.getloadavg()},
         "parameters": {"workflows": 2, "blocks": args.blocks, "classical_s": args.classical, "monitors": args.monitors,
-                       "ghz_qubits": args.qubits, "shots": args.shots, "ghz_per_block": args.reps},
+                       "ghz_qubits": args.qubits, "shots": args.shots, "ghz_per_block": args.reps,
+                       "release_layout": args.release_layout},
+        "load_at_start": load_at_start, "load_at_end": list(os.getloadavg()),
         "monolithic": mono.to_dict(), "release": rel.to_dict(),
         "ratios_release_over_monolithic": ratios, "targets_met": targets, "blocks_exact": exact,
         "workdir": str(work),
     }
     return data, mono, rel
+
+
+def _load(data: dict) -> str:
+    start, end = data.get("load_at_start"), data.get("load_at_end")
+    if start and end:
+        return f"{start[0]:.1f} / {start[1]:.1f} / {start[2]:.1f} at start, {end[0]:.1f} / {end[1]:.1f} / {end[2]:.1f} at end"
+    return f"{data['machine']['load'][0]:.1f}"
 
 
 def _markdown(data: dict) -> str:
@@ -191,9 +209,10 @@ def _markdown(data: dict) -> str:
         "# QPU idle time: early release vs holding the quantum partition (seed 003)", "",
         f"Two co-scheduled workflows on the test SLURM (one exclusive `qpu` node), {p['blocks']} quantum blocks each "
         f"({p['ghz_per_block']} x GHZ-{p['ghz_qubits']} over {p['monitors']} monitors, {p['shots']} shots), "
-        f"{p['classical_s']:g} s of classical work after each block. Held = SLURM's allocation of the QPU components "
+        f"{p['classical_s']:g} s of classical work after each block; release layout: {p.get('release_layout', 'het')}. "
+        "Held = SLURM's allocation of the QPU components "
         "(job-completion records, 1 s resolution); busy = the blocks as timed by the classical side. "
-        f"Machine: {data['machine']['cpus']} CPUs, load {data['machine']['load'][0]:.1f}.", "",
+        f"Machine: {data['machine']['cpus']} CPUs, load average {_load(data)}.", "",
         "| scenario | makespan s | QPU held s | QPU busy s | QPU idle s | QPU attached s | attached idle s | monitors' execute s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -219,11 +238,14 @@ def _markdown(data: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blocks", type=int, default=3, help="quantum blocks per workflow (default 3)")
-    parser.add_argument("--classical", type=float, default=30.0, help="classical seconds after each block (default 30)")
+    parser.add_argument("--classical", type=float, default=60.0, help="classical seconds after each block (default 60)")
     parser.add_argument("--monitors", type=int, default=2)
     parser.add_argument("--qubits", type=int, default=12)
     parser.add_argument("--shots", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=2, help="GHZ runs per quantum block (default 2)")
+    parser.add_argument("--release-layout", choices=["on-demand", "het"], default="on-demand",
+                        help="release scenario: the service as its own job submitted by attach() (default), or "
+                             "the QPU component of each het sub-job")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "qpu_idle"))
     parser.add_argument("--markdown-only", action="store_true", help="re-render the markdown from --out's JSON")

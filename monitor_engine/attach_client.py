@@ -6,6 +6,8 @@ the service when its quantum blocks are done."""
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from .rendezvous import (
     DISCONNECT_TIMEOUT,
     _TICK,
     Rendezvous,
+    ServiceError,
     ServiceInfo,
     _bcast,
     _info,
@@ -194,8 +197,41 @@ def attach(
     return Attachment(hc, intercomm, merged, control, service, rv, claim_id)
 
 
+def request_service(rv: Rendezvous) -> str | None:
+    """The QPU on demand (``mpiq slurm --release --qpu-on-demand``): when ``$MPIQ_SERVICE_SUBMIT``
+    is set and no live service is at ``rv``, run it (an ``sbatch`` of the quantum service) and
+    return what it printed (the job id, also kept in the port directory's ``service-job`` so the
+    batch script can cancel a service the script never released). Rank 0 only.
+
+    Raises:
+        ServiceError: the command failed or did not finish within 60 s.
+    """
+    command = os.environ.get("MPIQ_SERVICE_SUBMIT")
+    if not command:
+        return None
+    current = rv.service()
+    if current is not None and rv.stale_reason(current) is None:
+        return None
+    # the service is its own job: none of this job step's SLURM/PMI variables may leak into it
+    env = {k: v for k, v in os.environ.items()
+           if k == "SLURM_CONF" or not k.startswith(("SLURM_", "SLURMD_", "PMI_", "PMIX_", "HYDI_", "MPI_LOCAL"))}
+    try:
+        done = subprocess.run(shlex.split(command), capture_output=True, text=True, env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServiceError(f"Requesting the quantum service with $MPIQ_SERVICE_SUBMIT ({command!r}) failed: {exc}.") from None
+    if done.returncode != 0:
+        raise ServiceError(f"Requesting the quantum service with $MPIQ_SERVICE_SUBMIT ({command!r}) failed "
+                           f"(exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    job = done.stdout.strip().split(";")[0]
+    directory = getattr(rv, "directory", None)
+    if directory is not None and job:
+        (directory / "service-job").write_text(job + "\n")
+    return job
+
+
 def _claim(rv: Rendezvous, deadline: float, patience: float) -> tuple[ServiceInfo, str]:
     """Rank 0: wait for a live service, queue a claim on it, wait until it accepts us."""
+    request_service(rv)
     record = claim_record(uuid.uuid4().hex)
     claim_id = record["id"]
     queued = False

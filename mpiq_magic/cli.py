@@ -90,7 +90,7 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
             classical_partition=args.classical_partition, quantum_partition=args.quantum_partition,
             quantum_nodes=args.quantum_nodes, time=args.time, num_qubits=args.num_qubits,
             method=args.method, python=args.python, srun_args=args.srun_args, release=args.release,
-            exclusive_qpu=args.exclusive_qpu, split=args.split,
+            exclusive_qpu=args.exclusive_qpu, split=args.split, qpu_on_demand=args.qpu_on_demand,
         )
     )
     if args.output:
@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--release", action="store_true",
                        help="quantum group as a service the script attaches to (monitor_engine.attach); "
                             "its component is cancelled as soon as the script releases it")
+    slurm.add_argument("--qpu-on-demand", action="store_true",
+                       help="with --release: the quantum service is a separate job that attach() submits when the "
+                            "script is ready for it (the QPU is not allocated during the script's start-up)")
     slurm.add_argument("--exclusive-qpu", action="store_true",
                        help="the quantum component takes its nodes exclusively (one QPU, one job at a time)")
     slurm.add_argument("--split", type=int, default=0, metavar="K",

@@ -104,7 +104,8 @@ def test_usage_errors_name_the_problem_and_show_usage(ip, line, expected):
 
 def test_argparse_errors_include_the_usage_line(ip):
     err = run_error(ip, "%mpiq start -c 0")
-    assert "usage: %mpiq start [-c C] [-q Q] [--devices FILE] [--launcher {mpi}] [--timeout T]" in str(err)
+    assert ("usage: %mpiq start [-c C] [-q Q] [--devices FILE] [--launcher {mpi}] [--slurm PARTITION] "
+            "[--qpu-partition P] [--slurm-time T] [--timeout T]") in str(err)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Run a partitioned circuit on the monitors with feed-forward cuts: ``distribute(hc, circuit)``.
+"""Run a partitioned circuit on the monitors: ``distribute(hc, circuit)``.
 
 ::
 
@@ -14,6 +14,17 @@ Steps on classical rank ``root``: plan (partition -> feed-forward cuts -> block 
 variant, :mod:`.feedforward`), compile each block for its monitor's device, send them pinned to
 their monitors on the one dispatch path (``monitor_engine.dispatch``), collect, stitch shot k of
 every block (:mod:`.stitch`). The monitors serve the job (``monitor_engine.serve``).
+
+Feed-forward cuts are exact and cost no sampling overhead, so they are tried first. Where no
+partition runs with them and ``observables`` are given, the circuit is cut by quasi-probability
+decomposition instead (:mod:`.qpd_dispatch`): the sampling overhead is reported (``progress``
+event ``plan``) and checked against ``max_overhead`` before anything runs, and the result is a
+:class:`~.qpd.QPDResult` (expectation values with standard errors, ``mode == "qpd"``) instead of
+a :class:`DistributeResult` (samples of the distribution, ``mode == "feed-forward"``)::
+
+    result = distribute(hc, circuit, observables=["ZZZZ", "XIIX"], max_overhead=100)
+    if result is not None and result.mode == "qpd":
+        print(result.expectation_values, result.standard_errors, result.overhead)
 """
 
 from __future__ import annotations
@@ -31,12 +42,15 @@ from qiskit.primitives.containers import BitArray
 from ..kernel.errors import ProcessFailure, ProcessFailures
 from .errors import PartitionError
 from .feedforward import FeedForwardError, FeedForwardPlan, plan_feedforward
+from .qpd import QPDResult
 from .layering import layer_circuit
 from .stitch import counts_of, stitch
 
 Progress = Callable[[str, dict], None]
 #: Automatic partitions tried, in this order; the plan with the fewest circuits per shot wins.
 CANDIDATES = ("contiguous", "static", "multilevel")
+#: ``distribute(mode=...)``: feed-forward where it applies else QPD, only one, or only the other.
+MODES = ("auto", "feed-forward", "qpd")
 
 
 class DistributeRunError(ProcessFailures):
@@ -84,6 +98,7 @@ class DistributeResult:
     measured_all: bool = False
     compile_cache: dict[str, int] = field(default_factory=dict)
     payload_bytes: int = 0
+    mode: str = "feed-forward"  # QPDResult.mode is "qpd"
 
     def bitarray(self) -> BitArray:
         return BitArray(self.bits, self.num_clbits)
@@ -121,7 +136,7 @@ class DistributeResult:
             "blocks": [b.to_dict() for b in self.blocks], "cuts": self.cuts,
             "bit_rates": {str(k): v for k, v in self.bit_rates.items()},
             "timings": dict(self.timings), "measured_all": self.measured_all,
-            "compile_cache": self.compile_cache, "payload_bytes": self.payload_bytes,
+            "compile_cache": self.compile_cache, "payload_bytes": self.payload_bytes, "mode": self.mode,
         }
 
 
@@ -211,8 +226,13 @@ def distribute(
     root: int = 0,
     timeout: float | None = None,
     progress: Progress | None = None,
-) -> DistributeResult | None:
-    """Run ``circuit`` across the monitors with exact feed-forward cuts.
+    observables: Any = None,
+    max_overhead: float | None = 1000.0,
+    mode: str = "auto",
+    batches: int = 10,
+) -> DistributeResult | QPDResult | None:
+    """Run ``circuit`` across the monitors: exact feed-forward cuts where they apply, else
+    quasi-probability cuts (expectation values of ``observables``).
 
     Collective over ``hc``: every process calls it (``circuit`` is only read on classical rank
     ``root``, which returns the :class:`DistributeResult`; every other process returns None). See
@@ -222,8 +242,19 @@ def distribute(
     ``timeout`` bounds the run (default: the communicator's); ``progress(event, info)`` is called
     on the root (``plan``, ``compile``, ``executed``, ``reconstruct``).
 
+    ``mode``: ``"auto"`` (feed-forward, else quasi-probability cutting when ``observables`` are
+    given), ``"feed-forward"`` or ``"qpd"``. Quasi-probability cutting needs ``observables`` (a
+    Pauli string, ``SparsePauliOp``, or a list of them); every subexperiment runs ``shots`` shots,
+    ``batches`` batches of shots give the standard errors, and a sampling overhead above
+    ``max_overhead`` (None: no limit) is refused before anything runs. It returns a
+    :class:`~.qpd.QPDResult` (``mode == "qpd"``), feed-forward a :class:`DistributeResult`.
+
     Raises:
-        FeedForwardError: (on the root) a cut is not a feed-forward cut; the monitors stand down.
+        FeedForwardError: (on the root) a cut is not a feed-forward cut and quasi-probability
+            cutting was not asked for (no ``observables``, or ``mode="feed-forward"``); the
+            monitors stand down.
+        OverheadError: (on the root) quasi-probability cuts would need a sampling overhead above
+            ``max_overhead``; nothing ran.
         PartitionError: (on the root) the circuit does not fit the monitors.
         DistributeRunError: (on the root) a block failed or did not answer on a monitor.
     """
@@ -238,18 +269,19 @@ def distribute(
         return None
     if hc.rank != root:
         return None
+    qpd = dict(observables=observables, max_overhead=max_overhead, mode=mode, batches=batches)
     return _root(hc, job, circuit, shots, partition, monitors, max_variants, optimization_level,
-                 seed_transpiler, cache, limit, progress or (lambda event, info: None))
+                 seed_transpiler, cache, limit, progress or (lambda event, info: None), qpd)
 
 
-def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, seed, cache, limit, report):
+def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, seed, cache, limit, report, qpd):
     from monitor_engine.dispatch import Dispatcher, Share
     from monitor_engine.payload import CompileCache, compile_for
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     Q = hc.quantum_size
-    dispatcher = Dispatcher(hc, namespace="distribute")
+    dispatcher = Dispatcher(hc, namespace="distribute", cache=cache)
     shares: list = []
     keys: list[tuple[int, int]] = []
     try:
@@ -261,8 +293,22 @@ def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, see
             raise PartitionError(
                 f"Expected a qiskit QuantumCircuit on classical rank {hc.rank}, got {type(circuit).__name__}."
             )
-        plan, name = plan_for_devices(circuit, hc.devices, partition=partition, monitors=monitors,
-                                      max_variants=max_variants)
+        if qpd["mode"] not in MODES:
+            raise PartitionError(f"mode={qpd['mode']!r} is not one of {', '.join(MODES)}.")
+        if qpd["mode"] == "qpd":
+            return _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start)
+        try:
+            plan, name = plan_for_devices(circuit, hc.devices, partition=partition, monitors=monitors,
+                                          max_variants=max_variants)
+        except FeedForwardError as exc:
+            if qpd["mode"] == "feed-forward":
+                raise
+            if qpd["observables"] is None:
+                exc.args = (f"{exc.args[0]} Pass observables= to distribute to fall back on quasi-probability "
+                            "cutting (expectation values with standard errors instead of samples).",)
+                raise
+            report("fallback", {"from": "feed-forward", "to": "qpd", "reason": str(exc)})
+            return _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start)
         bad = [p for p in plan.blocks if not 0 <= p < Q]
         if bad:
             raise PartitionError(f"The partition uses qrank(s) {bad}, but the communicator has {Q} monitor(s).")
@@ -316,6 +362,34 @@ def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, see
         compile_cache={"compiled": cache.misses - misses0, "circuits": len(shares)},
         payload_bytes=sum(s.payload.nbytes for s in shares),
     )
+
+
+def _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start) -> QPDResult:
+    """Quasi-probability cutting on the root; the caller aborts the job if this raises before
+    the run (the monitors are still waiting for it)."""
+    from .qpd import check_run_options
+    from .qpd_dispatch import plan_qpd_for_devices, qpd_result, run_qpd_plan
+
+    if qpd["observables"] is None:
+        raise PartitionError("mode='qpd' needs observables= (quasi-probability cutting reconstructs expectation values).")
+    check_run_options(shots, qpd["batches"])
+    Q = hc.quantum_size
+    used = Q if monitors is None else int(monitors)
+    if not 1 <= used <= Q:
+        raise PartitionError(f"monitors={monitors} must be between 1 and the {Q} monitor(s) available.")
+    plan, name, tried = plan_qpd_for_devices(
+        circuit, hc.devices[:used], qpd["observables"], partition=partition, max_overhead=qpd["max_overhead"])
+    timings = {"plan": time.perf_counter() - t_start}
+    report("plan", {"mode": "qpd", "summary": plan.summary(), "partition": name, "overhead": plan.overhead,
+                    "subexperiments": plan.num_subexperiments, "families": plan.num_families, "candidates": tried})
+    values, errors, info = run_qpd_plan(hc, dispatcher, job, plan, shots=int(shots), batches=int(qpd["batches"]),
+                                        deadline=time.time() + limit, participants=range(Q), live=range(used),
+                                        report=report)
+    timings.update(info["timings"])
+    timings["total"] = time.perf_counter() - t_start
+    report("reconstruct", {"mode": "qpd", "subexperiments": plan.num_subexperiments})
+    return qpd_result(plan, values, errors, info, shots=int(shots), batches=int(qpd["batches"]), name=name,
+                      timings=timings)
 
 
 def _failures(hc, outcome, keys) -> list[ProcessFailure]:
