@@ -1,5 +1,5 @@
 """Live views of an MPI-Q run: communicator topology, barrier timing, GHZ reconstruction, progress,
-circuit partitions and distributed runs.
+circuit partitions and distributed runs, pilot tasks.
 
 Each view is a plain Python object holding its data; how it shows depends on ``mode``
 (see :mod:`.fallback`): ``"widget"`` (ipywidgets + plotly ``FigureWidget``, updated in place,
@@ -33,6 +33,9 @@ _EXPORTS = {
     "DistributeWidget": ".distribute",
     "partition_figure": ".distribute",
     "partition_view": ".distribute",
+    "PilotView": ".pilot",
+    "pilot_timeline_figure": ".pilot",
+    "pilot_table_html": ".pilot",
     "Dashboard": ".events",
     "LiveView": ".base",
     "Throttle": ".throttle",
