@@ -14,6 +14,9 @@ Line magics::
     %mpiq ghz N --nodes M [--blocks B] [--shots S] [--serial] [--timeout T] [--out NAME]
     %mpiq attach [PORT_DIR] [--wait W] [--timeout T]   (a -q 0 cluster joins a `mpiq serve` service)
     %mpiq release
+    %mpiq qaoa GRAPH [--mode aware|naive|both] [--naive] [-p P] [--eta ETA] [-k K] [--max-part N] [--shots S]
+               [--final-shots S] [--maxiter M] [--grid G] [--seed S] [--optimum V] [--out NAME] [--timeout T]
+      (GRAPH: a variable holding a graph or edge list, or a graph JSON file; live view per mode)
     %mpiq partition [--var circuit] [--qpus 8,8,8,8] [--method M] [--topology full|line|grid] [--out NAME]
       (shows the partition without running; default widths: the running cluster's devices)
 
@@ -57,7 +60,7 @@ BAD_SEND_Q = (
 )
 BAD_LINE = "Cannot split the %mpiq line {line!r}: {error}."
 
-LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release")
+LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release", "qaoa")
 CELL_COMMANDS = ("run", "scatter", "bcast", "gather")
 BOTH_COMMANDS = ("distribute", "partition")  # line or cell
 
@@ -189,6 +192,22 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--wait", type=_seconds, default=None, metavar="W", help="how long to wait for a free service")
     _timeout_arg(p)
     parser("release")
+    p = parser("qaoa")
+    p.add_argument("graph", metavar="GRAPH", help="a variable holding a graph, or a graph JSON file")
+    p.add_argument("--mode", choices=["aware", "naive", "both"], default="aware")
+    p.add_argument("--naive", dest="mode", action="store_const", const="naive", help="same as --mode naive")
+    p.add_argument("-p", type=_positive_int, default=1, metavar="P", help="QAOA depth")
+    p.add_argument("--eta", type=float, default=0.05, metavar="ETA", help="error threshold (readout, 2q gate)")
+    p.add_argument("-k", type=_positive_int, default=2, metavar="K", help="regions per part")
+    p.add_argument("--max-part", dest="max_part", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--shots", type=_positive_int, default=512, metavar="S", help="per region and step")
+    p.add_argument("--final-shots", dest="final_shots", type=_positive_int, default=2048, metavar="S")
+    p.add_argument("--maxiter", type=_positive_int, default=40, metavar="M", help="COBYLA iterations per part")
+    p.add_argument("--grid", type=_positive_int, default=4, metavar="G", help="start grid of G x G angle pairs")
+    p.add_argument("--seed", type=_count, default=0, metavar="S")
+    p.add_argument("--optimum", type=float, default=None, metavar="V", help="known optimum (default: classical)")
+    p.add_argument("--out", type=_identifier, default="qaoa_result", metavar="NAME")
+    _timeout_arg(p)
     p = parser("run", "%%mpiq")
     p.add_argument("--targets", choices=["classical", "quantum", "all"], default="all")
     _timeout_arg(p)
@@ -445,6 +464,15 @@ class MPIQMagics(Magics):
         from .cluster.attach import release
 
         print(release(self._cluster()))
+
+    def _qaoa(self, args, cell):
+        from .kernel.errors import UsageError as BadQAOA
+        from .qaoa.magic import run_qaoa
+
+        try:
+            run_qaoa(self._cluster(), args, self._ns(), self.widget_mode)
+        except BadQAOA as exc:  # a bad graph or option: no traceback
+            raise UsageError(f"{exc}\n{PARSERS['qaoa'].format_usage().strip()}") from None
 
     # ------------------------------------------------------------------ cell magics
     def _run(self, args, cell):

@@ -23,6 +23,7 @@ from .circuits import qaoa_circuit, region_circuit
 from .execute import Job, LocalExecutor, SamplerExecutor
 from .graph import BRUTE_FORCE_MAX, as_graph, brute_force_maxcut, cut_table, cut_value
 from .merge import merge_solutions
+from .plan import PartPlan
 from .regions import RegionSet, device_errors, find_regions, usable_graph
 from .split import Split, split_graph
 
@@ -148,6 +149,7 @@ def distributed_qaoa(
     pack: bool = False,
     optimum: float | None = None,
     on_iteration: Callable[[int, dict[int, float]], None] | None = None,
+    on_plan: Callable[[Split, list[PartPlan]], None] | None = None,
 ) -> QAOAResult:
     """Run Algorithm 1 of seed 002 on ``graph`` with the monitors of ``target``.
 
@@ -170,6 +172,7 @@ def distributed_qaoa(
             simulator pays ``k * 2**n`` instead of ``2**(k*n)``).
         optimum: the known optimum, for ``ratio`` (default: brute force up to 22 nodes).
         on_iteration: called ``(step, {part: expected cut})`` after every batch.
+        on_plan: called ``(split, [PartPlan, ...])`` once, before the first circuit runs.
 
     Raises:
         UsageError: bad arguments, or a part that fits no device (see ``find_regions``).
@@ -202,6 +205,8 @@ def distributed_qaoa(
         t = time.perf_counter()
         subs = _prepare(graph, split, devices, mode, eta, k, p, seed, pack)
         timings["prepare"] = time.perf_counter() - t
+        if on_plan is not None:
+            on_plan(split, [_plan(s) for s in subs])
 
         t = time.perf_counter()
         wire: list[dict[str, Any]] = []
@@ -279,6 +284,13 @@ def _prepare(graph, split, devices, mode, eta, k, p, seed, pack) -> list[_Sub]:
             sub.table = cut_table(local) if len(nodes) <= BRUTE_FORCE_MAX else None
         subs.append(sub)
     return subs
+
+
+def _plan(s: _Sub) -> PartPlan:
+    regions = s.regions.regions if s.regions else ()
+    return PartPlan(s.index, s.nodes, s.qrank, s.device.name, tuple(r.qubits for r in regions),
+                    tuple(r.fidelity for r in regions), s.regions.template_edges if s.regions else (),
+                    float(s.table.max()) if s.table is not None else None, s.circuit is not None)
 
 
 def _row(sub: _Sub, x: np.ndarray, p: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Live views of an MPI-Q run: communicator topology, barrier timing, GHZ reconstruction, progress,
-circuit partitions and distributed runs.
+circuit partitions and distributed runs, distributed QAOA.
 
 Each view is a plain Python object holding its data; how it shows depends on ``mode``
 (see :mod:`.fallback`): ``"widget"`` (ipywidgets + plotly ``FigureWidget``, updated in place,
@@ -12,7 +12,7 @@ at most ~10 refreshes per second), ``"static"`` (a plotly figure replaced as dat
 
 The figures are also available as pure functions of the data (for HTML reports):
 :func:`topology_figure`, :func:`barrier_figure`, :func:`ghz_figure`, :func:`progress_figure`,
-:func:`partition_figure`.
+:func:`partition_figure`, :func:`qaoa_figure`.
 The events the views consume are :mod:`mpiq_magic.events`.
 """
 
@@ -33,6 +33,8 @@ _EXPORTS = {
     "DistributeWidget": ".distribute",
     "partition_figure": ".distribute",
     "partition_view": ".distribute",
+    "QAOAWidget": ".qaoa",
+    "qaoa_figure": ".qaoa",
     "Dashboard": ".events",
     "LiveView": ".base",
     "Throttle": ".throttle",
