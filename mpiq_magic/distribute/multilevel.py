@@ -62,21 +62,23 @@ def multilevel_fm(
     seed: int = 0,
     max_passes: int = 8,
     stall: int = 60,
-    cycles: int = 2,
+    cycles: int = 8,
+    patience: int = 2,
     restarts: int = 3,
 ) -> tuple[list[int], list[dict]]:
     """Node partition (per node of ``hg``) and a log of cost per level.
 
     ``initial``: static node partitions to start from at the coarsest level (each must respect
-    capacity); a first-fit fill is always tried too. After the first V-cycle, ``cycles - 1``
+    capacity); a first-fit fill is always tried too. After the first V-cycle, up to ``cycles - 1``
     more run with block boundaries shifted by a seeded random offset, starting from the current
-    partition (supernodes split where it changes); a cycle never makes the cost worse. The whole
+    partition (supernodes split where it changes), until ``patience`` cycles in a row gain
+    nothing; a cycle never makes the cost worse. The whole
     run is repeated ``restarts`` times with different tie-breaking; the cheapest result wins.
     """
     best = None
     for r in range(max(1, restarts)):
         rng = random.Random(seed * 1_000_003 + r)
-        node_part, log, cost = _run(hg, network, initial, rng, max_passes, stall, cycles)
+        node_part, log, cost = _run(hg, network, initial, rng, max_passes, stall, cycles, patience)
         for entry in log:
             entry["restart"] = r
         if best is None or cost < best[2]:
@@ -84,7 +86,7 @@ def multilevel_fm(
     return best[0], best[1]
 
 
-def _run(hg, network, initial, rng, max_passes, stall, cycles):
+def _run(hg, network, initial, rng, max_passes, stall, cycles, patience):
     levels = block_levels(hg.layered.num_layers)
     log: list[dict] = []
     coarsest = Level(hg, levels[0])
@@ -108,7 +110,10 @@ def _run(hg, network, initial, rng, max_passes, stall, cycles):
         refine(state, rng, max_passes=max_passes, stall=stall)
         log.append({"level": depth, "blocks": len(blocks), "before": before, "after": state.cost})
         node_part = state.node_part(node_part)
+    idle = 0
     for cycle in range(1, cycles):
+        if idle >= patience:
+            break
         offset = rng.randrange(1, max(2, hg.layered.num_layers))
         before_cycle = None
         for depth, blocks in enumerate(block_levels(hg.layered.num_layers, offset)):
@@ -118,4 +123,5 @@ def _run(hg, network, initial, rng, max_passes, stall, cycles):
             refine(state, rng, max_passes=max_passes, stall=stall)
             node_part = state.node_part(node_part)
         log.append({"cycle": cycle, "offset": offset, "before": before_cycle, "after": state.cost})
+        idle = idle + 1 if state.cost >= before_cycle else 0
     return node_part, log, state.cost
