@@ -229,7 +229,7 @@ from mpiq_magic.distribute.execute import distribute
 hc = mpiq.init(devices=sys.argv[1], classical=1, timeout=90)
 if hc.is_quantum:
     from monitor_engine.serve import serve
-    for _ in range(4):  # the root's four distribute calls (collective)
+    for _ in range(5):  # the root's five distribute calls (collective)
         distribute(hc, None)
     report = serve(hc, idle_timeout=100)
     emit({"qrank": hc.qrank, "stopped": report.stopped})
@@ -285,8 +285,12 @@ except FeedForwardError as exc:
     out["no_observables"] = str(exc)
 ghz = QuantumCircuit(4)
 ghz.h(0); ghz.cx(0, 1); ghz.cx(1, 2); ghz.cx(2, 3); ghz.measure_all()
-g = distribute(hc, ghz, observables="ZZZZ", shots=500)
-out["ghz"] = {"type": type(g).__name__, "mode": g.mode, "counts": g.counts}
+g = distribute(hc, ghz, observables=["ZZZZ", "IIIZ"], shots=500)
+out["ghz"] = {"type": type(g).__name__, "mode": g.mode, "counts": g.counts,
+              "values": g.expectation_values.tolist(), "errors": g.standard_errors.tolist()}
+x = distribute(hc, ghz, observables="XXXX", shots=1000)  # X terms: Z-basis samples cannot, QPD can
+out["ghz_x"] = {"type": type(x).__name__, "mode": x.mode, "values": x.expectation_values.tolist(),
+                "errors": x.standard_errors.tolist(), "overhead": x.overhead}
 
 events = []
 with SamplerV2(hc, seed=5) as sampler:
@@ -376,3 +380,8 @@ def test_distribute_falls_back_on_qpd(job):
     ghz = root["ghz"]  # feed-forward still wins where it applies
     assert ghz["type"] == "DistributeResult" and ghz["mode"] == "feed-forward", ghz
     assert set(ghz["counts"]) == {"0000", "1111"}, ghz
+    assert ghz["values"][0] == 1.0 and ghz["errors"][0] == 0.0, ghz  # parity of 0000 / 1111
+    assert abs(ghz["values"][1]) < 5 * ghz["errors"][1] and 0 < ghz["errors"][1] < 0.1, ghz
+    gx = root["ghz_x"]
+    assert gx["type"] == "QPDResult" and gx["mode"] == "qpd" and gx["overhead"] == 9, gx
+    _close(gx["values"], gx["errors"], [1.0], [1.0], gx["overhead"], 1000, gx)
