@@ -68,7 +68,7 @@ def main() -> int:
              f"16-node 3-regular MaxCut, 2 parts of 8, p=1, angles per part optimized on ideal devices, then "
              f"sampled on both layouts ({args.final_shots} shots per region; aware: eta={args.eta}, up to k=2 regions "
              f"pooled). P = probability of sampling an optimal cut of the part, mean over the 2 parts "
-             f"(its sampling error is about ±0.007 per part at these counts).", "",
+             f"(its sampling error is about ±0.005–0.01 per part at these counts).", "",
              "| devices | seed | P aware | P naive | aware >= naive | parts aware | parts naive | regions (aware) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
