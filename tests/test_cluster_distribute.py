@@ -35,7 +35,8 @@ def test_ghz_over_three_monitors_matches_exact(hybrid_cluster):
     assert [c["mode"] for c in result.feed_forward_cuts] == ["frame", "frame"]
     final = {e["qrank"]: (e["done"], e["total"]) for e in events if e["event"] == "executed"}
     assert final == {0: (1, 1), 1: (1, 1), 2: (1, 1)}
-    assert [e["event"] for e in events if e["event"] != "executed"] == ["plan", "compile", "reconstruct", "result"]
+    stages = ["plan", "compile", "reconstruct", "result"]
+    assert [e["event"] for e in events if e["event"] in stages] == stages
 
 
 def test_ladder_with_non_clifford_remainder_matches_exact_and_feeds_the_view(hybrid_cluster):

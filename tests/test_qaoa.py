@@ -452,3 +452,15 @@ def test_milp_maxcut_is_exact(seed):
     from mpiq_magic.qaoa import classical_baseline
 
     assert classical_baseline(big) == (value, "exact (MILP, HiGHS)")
+
+
+def test_fixed_angles_sample_once_without_optimizing():
+    devices = [DeviceSpec("127.0.0.1", i, num_qubits=6, seed=30 + i) for i in range(2)]
+    g = regular_graph(10, 3, seed=2)
+    r = distributed_qaoa(g, devices, max_part=5, final_shots=64, angles={0: [0.6, 0.35], 1: [0.7, 0.3]})
+    assert r.calls == 1 and [s.evaluations for s in r.subproblems] == [0, 0]
+    assert [s.params for s in r.subproblems] == [{"gamma[0]": 0.6, "beta[0]": 0.35}, {"gamma[0]": 0.7, "beta[0]": 0.3}]
+    with pytest.raises(UsageError, match=r"angles must be 2 numbers .* got \[0.6\]"):
+        distributed_qaoa(g, devices, max_part=5, angles=[0.6])
+    with pytest.raises(UsageError, match="angles has no entry for part 1"):
+        distributed_qaoa(g, devices, max_part=5, angles={0: [0.6, 0.3]})

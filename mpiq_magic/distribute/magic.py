@@ -118,7 +118,7 @@ def _try_plan(cluster: Any, circuit: Any, monitors: int | None, max_variants: in
         return None
     try:
         return plan_on_client(list(devices), circuit, monitors=monitors, max_variants=max_variants)
-    except MPIQUsageError:  # not feed-forward, does not fit, ...: the run says so with the cluster's view
+    except Exception:  # not feed-forward, does not fit, ...: the run decides and says so, with the cluster's view
         return None
 
 

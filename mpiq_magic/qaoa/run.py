@@ -23,6 +23,7 @@ from .circuits import qaoa_circuit, region_circuit
 from .execute import Job, LocalExecutor, SamplerExecutor
 from .graph import BRUTE_FORCE_MAX, as_graph, brute_force_maxcut, cut_table, cut_value
 from .merge import merge_solutions
+from .optimize import OptimizerTrace
 from .plan import PartPlan
 from .regions import RegionSet, device_errors, find_regions, usable_graph
 from .split import Split, split_graph
@@ -148,6 +149,7 @@ def distributed_qaoa(
     candidates: int = 16,
     pack: bool = False,
     optimum: float | None = None,
+    angles: Sequence[float] | dict[int, Sequence[float]] | None = None,
     on_iteration: Callable[[int, dict[int, float]], None] | None = None,
     on_plan: Callable[[Split, list[PartPlan]], None] | None = None,
 ) -> QAOAResult:
@@ -171,6 +173,8 @@ def distributed_qaoa(
             (the same samples for disjoint regions and a noise model without crosstalk, but a
             simulator pays ``k * 2**n`` instead of ``2**(k*n)``).
         optimum: the known optimum, for ``ratio`` (default: brute force up to 22 nodes).
+        angles: ``[gamma_1..gamma_p, beta_1..beta_p]`` for every part, or ``{part: [...]}``: no
+            optimization, only the final samples (compares layouts at equal angles).
         on_iteration: called ``(step, {part: expected cut})`` after every batch.
         on_plan: called ``(split, [PartPlan, ...])`` once, before the first circuit runs.
 
@@ -210,7 +214,11 @@ def distributed_qaoa(
 
         t = time.perf_counter()
         wire: list[dict[str, Any]] = []
-        traces = _optimize(subs, executor, shots, maxiter, grid, p, wire, on_iteration)
+        if angles is None:
+            traces = _optimize(subs, executor, shots, maxiter, grid, p, wire, on_iteration)
+        else:
+            traces = {s.index: OptimizerTrace(_angles(angles, s.index, p), math.nan, 0, [])
+                      for s in subs if s.circuit is not None}
         timings["optimize"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -235,6 +243,18 @@ def distributed_qaoa(
         calls=getattr(executor, "calls", 0), wire=wire, optimum=optimum, optimum_method=method,
         devices=[d.name for d in devices],
     )
+
+
+def _angles(angles, part: int, p: int) -> np.ndarray:
+    if isinstance(angles, dict):
+        if part not in angles:
+            raise UsageError(f"angles has no entry for part {part}; it has parts {sorted(angles)}.")
+        angles = angles[part]
+    x = np.asarray(angles, dtype=float)
+    if x.shape != (2 * p,):
+        raise UsageError(f"angles must be {2 * p} numbers (gamma_1..gamma_p, beta_1..beta_p) for p={p}, "
+                         f"got {np.ravel(x).tolist()}.")
+    return x
 
 
 def _capacity(devices, mode, eta) -> list[int]:
