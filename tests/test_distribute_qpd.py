@@ -310,6 +310,10 @@ with SamplerV2(hc, seed=5) as sampler:
             "seconds": time.perf_counter() - t0, "timings": r.timings, "families": r.num_families,
             "transfer": r.transfer,
         })
+    # the same cut again: every family is cached on the monitors, only value rows travel
+    again = cut_and_run(sampler, qc2, ops2, shots=500, max_overhead=50, partition=[0, 0, 1, 1])
+    out["again"] = {"transfer": again.transfer, "families": again.num_families,
+                    "subexperiments": again.num_subexperiments}
 out["events"] = events
 emit(out)
 """
@@ -346,6 +350,9 @@ def test_qpd_through_the_cluster_matches_exact(job):
     for run in root["runs"]:  # one PUB per family: fewer compilations than subexperiments
         assert 0 < run["families"] < run["subexperiments"], run
         assert run["transfer"]["compile_cache"]["misses"] <= 2 * run["families"], run
+    again = root["again"]["transfer"]  # a repeated cut: no compile, no payload, only values
+    assert again["compile_cache"]["misses"] == 0 and again["payloads_sent"] == 0, again
+    assert again["bytes"]["payloads"] == 0 and again["bytes"]["values"] > 0, again
 
 
 def _close(values, errors, exact, coeff_sums, overhead, shots, where):
