@@ -8,10 +8,14 @@ monitors), each followed by ``--classical`` seconds of classical work.
 * **monolithic** (the baseline, Fig. 2a): one het job per workflow (``mpiq slurm --release
   --exclusive-qpu``) attaches at the start and releases only at the end, so the QPU component is
   held for the whole workflow and the second workflow waits for the QPU.
-* **release** (Fig. 2b/3): ``mpiq slurm --release --split K --exclusive-qpu``: K sub-jobs chained
-  with ``--dependency=afterok``, each attaching for its one block and releasing right after it
-  (the QPU component is ``scancel``-ed), the classical work and a checkpoint after; SLURM
-  interleaves the other workflow's sub-jobs into the freed QPU.
+* **release** (Fig. 2b/3): ``mpiq slurm --release --split K --exclusive-qpu --qpu-on-demand``: K
+  sub-jobs chained with ``--dependency=afterok``, each a classical-only job whose ``attach()``
+  submits the quantum service as its own job on ``qpu`` once the classical side has started
+  (``--release-layout on-demand``, the default), runs its one block, releases (the service job
+  ends), then the classical work and a checkpoint; SLURM interleaves the other workflow's
+  sub-jobs into the freed QPU. ``--release-layout het``: each sub-job a heterogeneous job whose
+  QPU component is allocated with the classical one and ``scancel``-ed at the release (the
+  previous layout: the QPU is held during every sub-job's start-up).
 
 QPU held intervals are SLURM's own (job-completion records of the QPU components); busy intervals
 are the quantum blocks as the classical side timed them (plus the monitors' own execution seconds
@@ -19,7 +23,7 @@ from the service's ``sessions.jsonl``). Writes ``benchmarks/results/qpu_idle.{js
 ratios are release / monolithic, measured in the same run.
 
     sudo .ci/slurm-up.sh --install          # once
-    .venv/bin/python benchmarks/qpu_idle.py [--classical 30] [--blocks 3]
+    flock /work/bench.lock .venv/bin/python benchmarks/qpu_idle.py [--classical 60] [--blocks 3]
 """
 
 from __future__ import annotations
@@ -116,6 +120,8 @@ def _scenario(kind: str, args, env: dict, work: Path, workflows: list[str]) -> t
             "--time", "00:30:00", "--release", "--exclusive-qpu"]
     script = work / f"{kind}.sh"
     split = ["--split", str(args.blocks)] if kind == "release" else []
+    if kind == "release" and args.release_layout == "on-demand":
+        split.append("--qpu-on-demand")
     assert mpiq([*base, *split, "-o", str(script), str(work / "workflow.py")]) == 0
     log = work / f"{kind}-blocks.jsonl"
     jobs: list[tuple[str, str]] = []
@@ -137,13 +143,14 @@ def _scenario(kind: str, args, env: dict, work: Path, workflows: list[str]) -> t
 
 
 def run(args) -> dict:
+    load_at_start = list(os.getloadavg())
     env = _slurm_env()
     work = Path(args.workdir or f"/tmp/mpiq-qpu-idle-{int(time.time())}")
     work.mkdir(parents=True, exist_ok=True)
     (work / "workflow.py").write_text(WORKFLOW)
     workflows = ["A", "B"]
     per_job = args.blocks * (args.classical + 60)
-    results = {}
+    results, phases = {}, {}
     for kind in ("monolithic", "release"):
         jobs, log = _scenario(kind, args, env, work, workflows)
         _wait([j for _, j in jobs], env, limit=2 * per_job + 300)
@@ -151,8 +158,11 @@ def run(args) -> dict:
         records = read_jobcomp(os.environ.get("MPIQ_SLURM_DIR", "/tmp/mpiq-slurm") + "/jobcomp.txt")
         blocks = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         sessions = {j: read_sessions(work / f"mpiq-port.{j}") for _, j in jobs}
-        acc = account(kind, jobs, records, blocks, sessions)
+        service_jobs = {j: (work / f"mpiq-port.{j}" / "service-job").read_text().split()
+                        for _, j in jobs if (work / f"mpiq-port.{j}" / "service-job").exists()}
+        acc = account(kind, jobs, records, blocks, sessions, service_jobs=service_jobs)
         results[kind] = (acc, blocks)
+        phases[kind] = _phases(work, records, jobs, service_jobs)
         print(f"qpu_idle: {kind}: makespan {acc.makespan:.1f} s, QPU held {acc.qpu_held:.1f} s, busy "
               f"{acc.qpu_busy:.1f} s, idle {acc.qpu_idle:.1f} s", flush=True)
     mono, rel = results["monolithic"][0], results["release"][0]
@@ -177,12 +187,63 @@ def run(args) -> dict:
         "benchmark": "qpu_idle",
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "load": os.getloadavg()},
         "parameters": {"workflows": 2, "blocks": args.blocks, "classical_s": args.classical, "monitors": args.monitors,
-                       "ghz_qubits": args.qubits, "shots": args.shots, "ghz_per_block": args.reps},
+                       "ghz_qubits": args.qubits, "shots": args.shots, "ghz_per_block": args.reps,
+                       "release_layout": args.release_layout},
+        "load_at_start": load_at_start, "load_at_end": list(os.getloadavg()),
         "monolithic": mono.to_dict(), "release": rel.to_dict(),
         "ratios_release_over_monolithic": ratios, "targets_met": targets, "blocks_exact": exact,
+        "qpu_allocation_phases_s": phases,
         "workdir": str(work),
     }
     return data, mono, rel
+
+
+PHASES = (
+    ("allocated -> service process created", "SLURM step launch"),
+    ("process created -> service ready", "Python, MPI init, imports (qiskit-aer), devices"),
+    ("ready -> client attached", "rendezvous, Accept/Connect, hybrid communicator"),
+    ("attached -> released", "the session: quantum blocks and their dispatch"),
+    ("released -> service report", "disconnect, session record"),
+    ("service report -> allocation end", "process exit, step and job end (1 s records)"),
+)
+
+
+def _phases(work: Path, records: dict, jobs: list[tuple[str, str]], service_jobs: dict) -> dict:
+    """Where each QPU allocation's seconds went, summed over the scenario's QPU allocations:
+    SLURM's start/end (1 s resolution) and the service's own report (process creation, ready,
+    the session, its end)."""
+    from mpiq_magic.qpu_accounting import _stamp
+
+    pairs = []
+    for _, job in jobs:
+        if job in service_jobs:  # the QPU on demand: the service is its own job
+            pairs += [(sj, records.get(sj)) for sj in service_jobs[job]]
+        else:  # a het job: its QPU component
+            pairs += [(job, next((r for r in records.values() if r.get("HetJobId") == job and r["Partition"] == "qpu"),
+                                 None))]
+    sums = {name: 0.0 for name, _ in PHASES}
+    count = 0
+    for file_id, rec in pairs:
+        path = work / f"mpiq-service.{file_id}.txt"
+        reports = [json.loads(line[8:]) for line in path.read_text().splitlines()
+                   if line.startswith("SERVICE ")] if path.exists() else []
+        if rec is None or not reports or not reports[0]["sessions"]:
+            continue
+        rep, a0, a1 = reports[0], _stamp(rec["StartTime"]), _stamp(rec["EndTime"])
+        ses = rep["sessions"][0]
+        launched = rep.get("launched") or rep["started"]
+        marks = [a0, launched, rep["started"], ses["attached"], ses["released"], rep["ended"], a1]
+        for (name, _), lo, hi in zip(PHASES, marks, marks[1:]):
+            sums[name] += hi - lo
+        count += 1
+    return {"allocations": count, **{k: round(v, 2) for k, v in sums.items()}}
+
+
+def _load(data: dict) -> str:
+    start, end = data.get("load_at_start"), data.get("load_at_end")
+    if start and end:
+        return f"{start[0]:.1f} / {start[1]:.1f} / {start[2]:.1f} at start, {end[0]:.1f} / {end[1]:.1f} / {end[2]:.1f} at end"
+    return f"{data['machine']['load'][0]:.1f}"
 
 
 def _markdown(data: dict) -> str:
@@ -191,9 +252,10 @@ def _markdown(data: dict) -> str:
         "# QPU idle time: early release vs holding the quantum partition (seed 003)", "",
         f"Two co-scheduled workflows on the test SLURM (one exclusive `qpu` node), {p['blocks']} quantum blocks each "
         f"({p['ghz_per_block']} x GHZ-{p['ghz_qubits']} over {p['monitors']} monitors, {p['shots']} shots), "
-        f"{p['classical_s']:g} s of classical work after each block. Held = SLURM's allocation of the QPU components "
+        f"{p['classical_s']:g} s of classical work after each block; release layout: {p.get('release_layout', 'het')}. "
+        "Held = SLURM's allocation of the QPU components "
         "(job-completion records, 1 s resolution); busy = the blocks as timed by the classical side. "
-        f"Machine: {data['machine']['cpus']} CPUs, load {data['machine']['load'][0]:.1f}.", "",
+        f"Machine: {data['machine']['cpus']} CPUs, load average {_load(data)}.", "",
         "| scenario | makespan s | QPU held s | QPU busy s | QPU idle s | QPU attached s | attached idle s | monitors' execute s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -210,20 +272,36 @@ def _markdown(data: dict) -> str:
               f"| QPU busy (blocks, as timed) | {fmt(q['qpu_busy'])} | 1 | {q['qpu_busy'] is not None and abs(q['qpu_busy'] - 1) <= 0.1} |",
               f"| same quantum work (blocks run, all exact) | | equal | {data['targets_met']['same quantum work (blocks, all exact)']} |",
               f"| monitors' execute seconds | {fmt(q['monitor_busy'])} | 1 | |", "",
+              *_phase_table(data),
               f"GHZ blocks reconstructed exactly: {data['blocks_exact']}. Gantt views: `qpu_idle.html`. "
               "Targets are judged on SLURM's allocation (held); the attached columns are the service's own "
               "sessions. Analysis: docs/hpc.md.", ""]
     return "\n".join(lines)
 
 
+def _phase_table(data: dict) -> list[str]:
+    phases = data.get("qpu_allocation_phases_s")
+    if not phases:
+        return []
+    m, r = phases["monolithic"], phases["release"]
+    lines = [f"Where the QPU allocations' seconds went (sums over {m['allocations']} monolithic and "
+             f"{r['allocations']} release allocations; SLURM's ends have 1 s resolution):", "",
+             "| phase | what | monolithic s | release s |", "|---|---|---:|---:|"]
+    lines += [f"| {name} | {what} | {m[name]:.1f} | {r[name]:.1f} |" for name, what in PHASES]
+    return lines + [""]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blocks", type=int, default=3, help="quantum blocks per workflow (default 3)")
-    parser.add_argument("--classical", type=float, default=30.0, help="classical seconds after each block (default 30)")
+    parser.add_argument("--classical", type=float, default=60.0, help="classical seconds after each block (default 60)")
     parser.add_argument("--monitors", type=int, default=2)
     parser.add_argument("--qubits", type=int, default=12)
     parser.add_argument("--shots", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=2, help="GHZ runs per quantum block (default 2)")
+    parser.add_argument("--release-layout", choices=["on-demand", "het"], default="on-demand",
+                        help="release scenario: the service as its own job submitted by attach() (default), or "
+                             "the QPU component of each het sub-job")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "qpu_idle"))
     parser.add_argument("--markdown-only", action="store_true", help="re-render the markdown from --out's JSON")

@@ -7,16 +7,19 @@ Workload: ``--tasks`` tasks, each one parameter set of a ``--qubits``-qubit circ
 and a CX chain, measured) with ``--shots`` shots — a sweep, the common shape of many small tasks.
 
 - ``pilot``: a local pilot of 1 classical rank + ``--monitors`` monitors; every task is its own
-  ``submit_task((circuit, values), shots=...)`` future (placed by the policy, batched to rank 0,
-  coalesced per device into one PUB, compiled once, run by the monitors). Throughput = tasks /
+  ``submit_task((circuit, values), shots=...)`` future (placed by the policy, batched to rank 0
+  over the pilot's direct link, coalesced per device into one PUB, compiled once, run by the
+  monitors). Throughput = tasks /
   (last task end - first submit). Warm-up tasks first (compile, imports), not counted.
 - ``lbview``: an ipyparallel cluster of ``--monitors`` plain engines; each task submitted one by
   one with ``LoadBalancedView.apply_async``: the engine binds the values, transpiles for
   ``AerSimulator`` and runs it (the usual pattern). ``lbview_cached`` is the same with the
   transpiled template cached on each engine (only bind + run per task): a stronger baseline.
-- per-task overhead: submit -> start (the instant rank 0 starts the task's run), median, over
-  ``--latency`` tasks submitted one at a time to an idle pilot; plus the median wait in the
-  throughput run (queueing behind 1000 others included).
+- per-task overhead: submit -> start (from the entry of ``submit_task``, placement included, to
+  the instant rank 0 starts the task's run), median, over ``--latency`` tasks submitted one at a
+  time to an idle pilot; plus the median wait in the throughput run (queueing behind 1000 others
+  included). For reference, a bare ipyparallel ``apply`` (submit -> the engine runs it) on an
+  idle engine in the same run.
 
 Targets (issue 15): pilot throughput >= 3x lbview; overhead median <= 5 ms. The machine's load
 average is recorded before and after. Writes ``tasks.json`` and ``tasks.md`` in ``--out``.

@@ -1,18 +1,32 @@
-"""Rendezvous of a quantum service and its clients (see :mod:`monitor_engine.attach`): the port
-directory (``service.json`` with its heartbeat, ``claim``, ``accepting``), staleness, and the
-bounded MPI waits (``Accept``/``Connect`` timeouts, polled broadcasts, a disconnect watchdog)."""
+"""Rendezvous of a quantum service and its clients (see :mod:`monitor_engine.attach`), and the
+bounded MPI waits both sides use.
+
+Two rendezvous, one protocol, chosen by :func:`choose`:
+
+* a *port directory* both jobs can read (:mod:`monitor_engine.rendezvous_dir`): works under
+  ``mpiexec`` and ``srun``; the one rendezvous under ``srun`` (``MPI_Publish_name`` /
+  ``Lookup_name`` crashed under ``srun --mpi=pmi2``);
+* MPI's *name service* (:mod:`monitor_engine.rendezvous_names`): ``Publish_name`` /
+  ``Lookup_name`` through the ``hydra_nameserver`` given to both jobs' ``mpiexec -nameserver
+  HOST:PORT``; the default under hydra's ``mpiexec``.
+
+The protocol (rank 0 of each side): the service *announces* its port and who it is; a client
+*queues* a claim (one client is served at a time, in claim order), the service takes the
+*holder* and says it is *accepting* that claim id; only then does the client ``Connect`` —
+connecting to a port whose service is gone crashes the ``mpich`` wheel's transport, and a
+connect request left behind by a client that gave up would be matched by the next ``Accept``.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
+import socket
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -42,7 +56,7 @@ class ServiceError(MonitorError):
 
 @dataclass(frozen=True)
 class ServiceInfo:
-    """What ``service.json`` says about a running quantum service."""
+    """What the rendezvous says about a running quantum service."""
 
     port: str
     pid: int
@@ -58,56 +72,121 @@ class ServiceInfo:
         job = f", SLURM job {self.slurm_job_id}" if self.slurm_job_id else ""
         return f"the quantum service of {self.quantum} monitor(s) (pid {self.pid} on {self.host}{job})"
 
-
-# ---------------------------------------------------------------------------- port directory
-def _port_dir(port_dir: str | os.PathLike[str] | None) -> Path:
-    value = port_dir if port_dir is not None else os.environ.get("MPIQ_PORT_DIR")
-    if not value:
-        raise UsageError(
-            "No port directory given: pass port_dir= (a directory both jobs can read, e.g. on a "
-            "shared file system) or set $MPIQ_PORT_DIR."
-        )
-    return Path(value).resolve()
+    @classmethod
+    def from_record(cls, port: str, data: dict, path: str = "") -> "ServiceInfo":
+        return cls(port, data["pid"], data["host"], data["node"], data["quantum"], tuple(data["devices"]),
+                   data["started"], data.get("slurm_job_id"), path)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+class Rendezvous:
+    """Where a service and its clients meet. Every method runs on one rank (rank 0) of its side.
 
+    Service side: :meth:`announce` (raises :class:`UsageError` when another live service owns
+    the place), :meth:`accept` / :meth:`end_session` around each session, :meth:`withdraw`.
+    Client side: :meth:`service`, :meth:`stale_reason`, :meth:`queue` once, then poll
+    :meth:`holder` and :meth:`accepting` until both name its claim; :meth:`leave` when it gives up.
+    """
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    #: "port directory" or "name service"
+    kind = ""
+
+    @property
+    def where(self) -> str:  # pragma: no cover - abstract
+        """A sentence fragment naming the place, e.g. ``the port directory /shared/qpu``."""
+        raise NotImplementedError
+
+    def announce(self, port: str, record: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def withdraw(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def service(self) -> ServiceInfo | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stale_reason(self, info: ServiceInfo) -> str | None:
+        """Why ``info``'s service is gone (a sentence fragment), or None while it may be alive."""
+        if info.node == node_id() and not _pid_alive(info.pid):
+            return f"its process {info.pid} on {info.host} no longer exists"
         return None
 
+    def stale_error(self, info: ServiceInfo, reason: str) -> ServiceError:  # pragma: no cover - abstract
+        raise NotImplementedError
 
-def read_service(port_dir: str | os.PathLike[str] | None = None) -> ServiceInfo | None:
-    """The service announced in ``port_dir`` (None if there is none)."""
-    path = _port_dir(port_dir) / "service.json"
-    data = _read_json(path)
-    if data is None:
-        return None
-    return ServiceInfo(
-        data["port"], data["pid"], data["host"], data["node"], data["quantum"], tuple(data["devices"]),
-        data["started"], data.get("slurm_job_id"), str(path),
+    def queue(self, record: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def holder(self) -> dict | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def leave(self, claim_id: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def accept(self, claim_id: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def accepting(self) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def end_session(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def log_session(self, session: dict) -> None:
+        """Keep a finished session's record where accounting finds it (port directory only)."""
+
+    def missing_hint(self) -> str:
+        """What to do when no service showed up (appended to the timeout's sentence)."""
+        return "; start one with `mpiq serve` first."
+
+
+# ---------------------------------------------------------------------------- the choice
+def launcher(environ: dict | os._Environ | None = None) -> str:
+    """How this process was started: ``"hydra"`` (the ``mpich`` wheel's ``mpiexec``),
+    ``"srun"`` (SLURM's PMI), ``"gforker"`` (``mpiexec.gforker``) or ``"singleton"``."""
+    env = os.environ if environ is None else environ
+    if "HYDI_CONTROL_FD" in env:
+        return "hydra"
+    if "MPI_APPNUM" in env and "PMI_FD" in env:
+        return "gforker"
+    if env.get("SLURM_STEP_ID") is not None and ("PMI_FD" in env or "PMIX_RANK" in env or "PMI_RANK" in env):
+        return "srun"
+    return "singleton"
+
+
+def choose(port_dir: str | os.PathLike[str] | None = None, name: str | None = None) -> Rendezvous:
+    """The rendezvous for this job: ``port_dir`` (or ``$MPIQ_PORT_DIR`` when no ``name`` is
+    given) is a port directory; otherwise MPI's name service under hydra's ``mpiexec``, with
+    ``name`` (default ``$MPIQ_SERVICE_NAME`` or ``mpiq-qpu``) at the name server
+    ``$MPIQ_NAMESERVER`` that this job's ``mpiexec -nameserver`` was given.
+
+    Raises:
+        UsageError: neither is possible here (no port directory under ``srun``, ``gforker`` or
+            a singleton), with what to do.
+    """
+    from .rendezvous_dir import PortDirectory
+    from .rendezvous_names import NameService
+
+    if port_dir is not None:
+        return PortDirectory(port_dir)
+    if name is None and os.environ.get("MPIQ_PORT_DIR"):
+        return PortDirectory(os.environ["MPIQ_PORT_DIR"])
+    how = launcher()
+    if how == "hydra":
+        return NameService(name)
+    why = {
+        "srun": "under srun MPI's name service is not used (Publish_name/Lookup_name crashed under "
+                "srun --mpi=pmi2)",
+        "gforker": "mpiexec.gforker has no name service (its PMI does not know lookup_name)",
+        "singleton": "this process was not started by mpiexec, so it has no name server",
+    }[how]
+    raise UsageError(
+        f"No port directory given, and {why}: pass port_dir= (a directory both jobs can read, e.g. "
+        "on a shared file system) or set $MPIQ_PORT_DIR"
+        + (f" (the name {name!r} cannot be looked up here)." if name else ".")
     )
 
 
-def stale_reason(info: ServiceInfo) -> str | None:
-    """Why ``info``'s service is gone (a sentence), or None while it is alive."""
-    if info.node == node_id() and not _pid_alive(info.pid):
-        return f"its process {info.pid} on {info.host} no longer exists"
-    try:
-        age = time.time() - os.stat(info.path).st_mtime
-    except OSError:
-        return "its port file was removed"
-    if age > STALE_AFTER:
-        return f"its heartbeat stopped {age:.0f} s ago (it is refreshed every {HEARTBEAT:g} s)"
-    return None
-
-
+# ---------------------------------------------------------------------------- processes
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -118,18 +197,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class _Heartbeat(threading.Thread):
-    def __init__(self, path: Path):
-        super().__init__(daemon=True, name="mpiq-service-heartbeat")
-        self.path = path
-        self.stopped = threading.Event()
+def claim_record(claim_id: str) -> dict:
+    """What a client's claim says about it (shown to the next client, checked by the service)."""
+    who = f"{socket.gethostname()}:{os.getpid()}" + (f" (SLURM job {os.environ['SLURM_JOB_ID']})"
+                                                    if os.environ.get("SLURM_JOB_ID") else "")
+    return {"id": claim_id, "who": who, "pid": os.getpid(), "node": node_id(), "at": time.time()}
 
-    def run(self) -> None:
-        while not self.stopped.wait(HEARTBEAT):
-            try:
-                os.utime(self.path)
-            except OSError:
-                return
+
+def client_gone(claim: dict) -> str | None:
+    """Why the client that claimed the service is gone (its rank 0 ran on this node and its
+    process no longer exists), or None; a client on another node is only bounded by the session
+    timeout."""
+    if claim.get("node") == node_id() and claim.get("pid") and not _pid_alive(int(claim["pid"])):
+        return f"is gone (its rank 0, process {claim['pid']}, no longer exists)"
+    return None
 
 
 # ---------------------------------------------------------------------------- bounded MPI waits
@@ -196,3 +277,16 @@ def _watchdog(seconds: float, message: str) -> Iterator[None]:
         timer.cancel()
 
 
+# ---------------------------------------------------------------------------- compatibility
+def read_service(port_dir: str | os.PathLike[str] | None = None) -> ServiceInfo | None:
+    """The service announced in the port directory ``port_dir`` (None if there is none)."""
+    from .rendezvous_dir import PortDirectory
+
+    return PortDirectory(port_dir).service()
+
+
+def stale_reason(info: ServiceInfo) -> str | None:
+    """Why the port-directory service ``info`` is gone (a sentence fragment), or None while alive."""
+    from .rendezvous_dir import PortDirectory
+
+    return PortDirectory(os.path.dirname(info.path) or ".").stale_reason(info)

@@ -91,7 +91,7 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
             classical_partition=args.classical_partition, quantum_partition=args.quantum_partition,
             quantum_nodes=args.quantum_nodes, time=args.time, num_qubits=args.num_qubits,
             method=args.method, python=args.python, srun_args=args.srun_args, release=args.release,
-            exclusive_qpu=args.exclusive_qpu, split=args.split,
+            exclusive_qpu=args.exclusive_qpu, split=args.split, qpu_on_demand=args.qpu_on_demand,
         )
     )
     if args.output:
@@ -109,26 +109,48 @@ def _cmd_slurm(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     """A quantum service of Q monitors under the bundled mpiexec (inside a SLURM allocation hydra
-    launches through srun by itself)."""
+    launches through srun by itself). Its rendezvous: the port directory (--port-dir or
+    $MPIQ_PORT_DIR), else MPI's name service at $MPIQ_NAMESERVER (default 127.0.0.1:6392), where
+    a hydra_nameserver is started for the service's lifetime when none answers."""
+    from monitor_engine.rendezvous_names import NameServer, mpiexec_args
+
     from .launch import mpiexec_path
 
-    argv = [mpiexec_path(), "-n", str(args.quantum), sys.executable, "-m", "monitor_engine.attach", "serve",
-            "--sessions", str(args.sessions), "--idle-timeout", str(args.idle_timeout),
-            "--session-timeout", str(args.session_timeout)]
-    if args.port_dir:
-        argv += ["--port-dir", args.port_dir]
-    elif not os.environ.get("MPIQ_PORT_DIR"):
-        raise MPIQError("mpiq serve needs --port-dir DIR (or $MPIQ_PORT_DIR): the directory clients attach through.")
+    bound = args.idle_timeout + args.session_timeout * max(args.sessions, 1) + 60
+    service = [sys.executable, "-m", "monitor_engine.attach", "serve",
+               "--sessions", str(args.sessions), "--idle-timeout", str(args.idle_timeout),
+               "--session-timeout", str(args.session_timeout)]
+    port_dir = args.port_dir or os.environ.get("MPIQ_PORT_DIR")
+    if port_dir and args.name:
+        raise MPIQError("mpiq serve takes --port-dir or --name (MPI's name service), not both.")
+    if port_dir:
+        service += ["--port-dir", port_dir]
+    if args.name:
+        service += ["--name", args.name]
     if args.devices:
         if not os.path.exists(args.devices):
             raise MPIQError(f"Devices file '{args.devices}' does not exist.")
-        argv += ["--devices", os.path.abspath(args.devices)]
+        service += ["--devices", os.path.abspath(args.devices)]
     if args.timeout:
-        argv += ["--timeout", str(args.timeout)]
+        service += ["--timeout", str(args.timeout)]
     if args.json:
-        argv.append("--json")
-    bound = args.idle_timeout + args.session_timeout * max(args.sessions, 1) + 60
-    return subprocess.call(["timeout", "--kill-after=10", str(int(bound)), *argv])
+        service.append("--json")
+    env = dict(os.environ)
+    nameserver = None
+    options: list[str] = []
+    if not port_dir:
+        nameserver = NameServer.ensure(args.nameserver, limit=bound + 30)
+        options, extra = mpiexec_args(nameserver.address)
+        env.update(extra)
+        if nameserver.started:
+            print(f"mpiq serve: started a name server at {nameserver.address} for this service's lifetime",
+                  file=sys.stderr, flush=True)
+    try:
+        return subprocess.call(["timeout", "--kill-after=10", str(int(bound)), mpiexec_path(), *options,
+                                "-n", str(args.quantum), *service], env=env)
+    finally:
+        if nameserver is not None:
+            nameserver.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--release", action="store_true",
                        help="quantum group as a service the script attaches to (monitor_engine.attach); "
                             "its component is cancelled as soon as the script releases it")
+    slurm.add_argument("--qpu-on-demand", action="store_true",
+                       help="with --release: the quantum service is a separate job that attach() submits when the "
+                            "script is ready for it (the QPU is not allocated during the script's start-up)")
     slurm.add_argument("--exclusive-qpu", action="store_true",
                        help="the quantum component takes its nodes exclusively (one QPU, one job at a time)")
     slurm.add_argument("--split", type=int, default=0, metavar="K",
@@ -171,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run a quantum service: Q monitors that classical jobs attach to (MPI DPM)")
     serve.add_argument("-q", "--quantum", type=int, default=2, help="monitors (default 2)")
-    serve.add_argument("--port-dir", help="rendezvous directory shared with the clients (default $MPIQ_PORT_DIR)")
+    serve.add_argument("--port-dir", help="rendezvous directory shared with the clients (default $MPIQ_PORT_DIR; "
+                       "without one: MPI's name service)")
+    serve.add_argument("--name", help="the service's name at MPI's name service (default $MPIQ_SERVICE_NAME or mpiq-qpu)")
+    serve.add_argument("--nameserver", metavar="HOST:PORT",
+                       help="the hydra_nameserver (default $MPIQ_NAMESERVER or 127.0.0.1:6392; started here if none answers)")
     serve.add_argument("--devices", help="devices TOML (default: one ideal device per monitor on its host)")
     serve.add_argument("--sessions", type=int, default=1,
                        help="clients to serve, then exit (default 1: released = gone; 0: until --idle-timeout)")

@@ -17,11 +17,15 @@ run         ``index``, ``of``, ``label``                            progress
 cut         ``qubits``, ``blocks``                                  ghz, progress
 compile     ``blocks``, ``compiled``                                ghz, progress
 scatter     ``monitors``, ``bytes``                                 ghz, progress, topology (busy)
-executed    ``qrank``, ``block``, ``done``, ``total``, ``seconds``  ghz, progress, topology (idle
-                                                                    when done == total)
+executed    ``qrank``, ``block``, ``done``, ``total``, ``seconds``  ghz, progress, distribute,
+                                                                    topology (idle when done ==
+                                                                    total)
 gather      ``monitors``                                            ghz, progress, topology (idle)
 reconstruct ``p_all_zero``, ``p_all_one``                           ghz, progress
 barrier     ``record`` (``BarrierRecord.to_dict()``)                barrier
+partition   ``widgets.distribute.partition_dict()``: assignment,    partition, distribute
+            e-bits per layer, feed-forward cuts, blocks
+plan        ``summary``, ``partition`` (a distributed run planned)  distribute
 result      ``result`` (``GHZResult.to_dict()``)                    ghz, progress, barrier
 =========== ======================================================= ===========================
 
@@ -115,6 +119,11 @@ def describe(event: Mapping[str, Any]) -> str | None:
         return f"compile: {event.get('blocks')} block(s), {event.get('compiled')} transpiled"
     if kind == "reconstruct":
         return f"reconstruct: P(0...0)={event.get('p_all_zero', 0):.4f} P(1...1)={event.get('p_all_one', 0):.4f}"
+    if kind == "partition":
+        cuts = [c for c in event.get("cuts") or () if c.get("mode") != "local"]
+        return (f"partition: {event.get('method')}, {event.get('num_qubits')} qubits x {event.get('num_layers')} "
+                f"layers on {len(event.get('capacities') or ())} monitor(s), {event.get('ebits')} e-bits"
+                + (f", {len(cuts)} feed-forward cut(s)" if "cuts" in event else ""))
     if kind == "status" and event.get("status") == "dead":
         return f"{event.get('who')} is dead{': ' + event['detail'] if event.get('detail') else ''}"
     return None

@@ -6,6 +6,7 @@ IPython through :class:`~mpiq_magic.cluster.HybridCluster`.
 Line magics::
 
     %mpiq start [-c C] [-q Q] [--devices FILE] [--launcher mpi] [--timeout T]
+                [--slurm PARTITION [--qpu-partition P] [--slurm-time T]]   (engines as a SLURM job)
     %mpiq stop
     %mpiq status
     %mpiq topology
@@ -13,6 +14,11 @@ Line magics::
     %mpiq ghz N --nodes M [--blocks B] [--shots S] [--serial] [--timeout T] [--out NAME]
     %mpiq attach [PORT_DIR] [--wait W] [--timeout T]   (a -q 0 cluster joins a `mpiq serve` service)
     %mpiq release
+    %mpiq qaoa GRAPH [--mode aware|naive|both] [--naive] [-p P] [--eta ETA] [-k K] [--max-part N] [--shots S]
+               [--final-shots S] [--maxiter M] [--grid G] [--merge exact|qaoa] [--seed S] [--optimum V] [--out NAME] [--timeout T]
+      (GRAPH: a variable holding a graph or edge list, or a graph JSON file; live view per mode)
+    %mpiq partition [--var circuit] [--qpus 8,8,8,8] [--method M] [--topology full|line|grid] [--out NAME]
+      (shows the partition without running; default widths: the running cluster's devices)
 
 Cell magics::
 
@@ -20,7 +26,8 @@ Cell magics::
     %%mpiq scatter [--var circuits] [--send-q SPEC] [--shots S] [--out results] [--timeout T] [--no-failover]
     %%mpiq bcast [--var circuit] [--shots S] [--out results] [--timeout T]
     %%mpiq gather [--var result] [--out NAME] [--timeout T]
-    %%mpiq distribute [--var circuit] [--shots S] [--monitors M] [--max-variants V] [--out NAME] [--timeout T]
+    %%mpiq distribute [--var circuit] [--shots S] [--monitors M] [--max-variants V] [--observables NAME]
+                      [--mode auto|feed-forward|qpd] [--max-overhead X] [--out NAME] [--timeout T]
       (the cell runs on the client and defines the circuit; `%mpiq distribute --var NAME` uses an existing one)
 """
 
@@ -54,9 +61,9 @@ BAD_SEND_Q = (
 )
 BAD_LINE = "Cannot split the %mpiq line {line!r}: {error}."
 
-LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release")
+LINE_COMMANDS = ("start", "stop", "status", "topology", "barrier", "ghz", "attach", "release", "qaoa")
 CELL_COMMANDS = ("run", "scatter", "bcast", "gather")
-BOTH_COMMANDS = ("distribute",)  # line or cell
+BOTH_COMMANDS = ("distribute", "partition")  # line or cell
 
 _active: Any = None  # the HybridCluster started by %mpiq start
 
@@ -137,6 +144,24 @@ def _identifier(text: str) -> str:
     return text
 
 
+def _positive_number(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _widths(text: str) -> list[int]:
+    from .distribute.magic import parse_widths  # here, not at import: that package imports qiskit
+
+    return parse_widths(text)
+
+
 def _timeout_arg(p: _Parser) -> None:
     p.add_argument("--timeout", type=_seconds, default=None, metavar="T",
                    help="seconds before the operation fails naming the engines that did not answer")
@@ -154,6 +179,10 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("-q", "--quantum", type=_count, default=2, metavar="Q", help="quantum monitor engines")
     p.add_argument("--devices", default=None, metavar="FILE", help="devices TOML file")
     p.add_argument("--launcher", choices=["mpi"], default="mpi", help="engine launcher")
+    p.add_argument("--slurm", default=None, metavar="PARTITION",
+                   help="engines as a SLURM job on PARTITION (controller here; ipyparallel's SLURM launcher)")
+    p.add_argument("--qpu-partition", default=None, metavar="P", help="with --slurm: the monitors on P (a het job)")
+    p.add_argument("--slurm-time", default=None, metavar="T", help="with --slurm: the job's --time")
     p.add_argument("--timeout", type=_seconds, default=60.0, metavar="T", help="default timeout of operations")
     p.add_argument("--interface", default=None, metavar="IF", help="network interface to listen on (default loopback)")
     parser("stop")
@@ -177,6 +206,23 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--wait", type=_seconds, default=None, metavar="W", help="how long to wait for a free service")
     _timeout_arg(p)
     parser("release")
+    p = parser("qaoa")
+    p.add_argument("graph", metavar="GRAPH", help="a variable holding a graph, or a graph JSON file")
+    p.add_argument("--mode", choices=["aware", "naive", "both"], default="aware")
+    p.add_argument("--naive", dest="mode", action="store_const", const="naive", help="same as --mode naive")
+    p.add_argument("-p", type=_positive_int, default=1, metavar="P", help="QAOA depth")
+    p.add_argument("--eta", type=float, default=0.05, metavar="ETA", help="error threshold (readout, 2q gate)")
+    p.add_argument("-k", type=_positive_int, default=2, metavar="K", help="regions per part")
+    p.add_argument("--max-part", dest="max_part", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--shots", type=_positive_int, default=512, metavar="S", help="per region and step")
+    p.add_argument("--final-shots", dest="final_shots", type=_positive_int, default=2048, metavar="S")
+    p.add_argument("--maxiter", type=_positive_int, default=40, metavar="M", help="COBYLA iterations per part")
+    p.add_argument("--grid", type=_positive_int, default=4, metavar="G", help="start grid of G x G angle pairs")
+    p.add_argument("--merge", choices=["exact", "qaoa"], default="exact", help="orientations: enumerated or QAOA-in-QAOA")
+    p.add_argument("--seed", type=_count, default=0, metavar="S")
+    p.add_argument("--optimum", type=float, default=None, metavar="V", help="known optimum (default: classical)")
+    p.add_argument("--out", type=_identifier, default="qaoa_result", metavar="NAME")
+    _timeout_arg(p)
     p = parser("run", "%%mpiq")
     p.add_argument("--targets", choices=["classical", "quantum", "all"], default="all")
     _timeout_arg(p)
@@ -202,8 +248,23 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--shots", type=_positive_int, default=1024, metavar="S")
     p.add_argument("--monitors", type=_positive_int, default=None, metavar="M", help="monitors used")
     p.add_argument("--max-variants", dest="max_variants", type=_positive_int, default=16, metavar="V")
+    p.add_argument("--observables", type=_identifier, default=None, metavar="NAME",
+                   help="variable holding observables: quasi-probability cuts where feed-forward does not apply")
+    p.add_argument("--mode", choices=["auto", "feed-forward", "qpd"], default="auto")
+    p.add_argument("--max-overhead", dest="max_overhead", type=_positive_number, default=1000.0, metavar="X",
+                   help="refuse quasi-probability cuts above this sampling overhead")
     p.add_argument("--out", type=_identifier, default="distribute_result", metavar="NAME")
     _timeout_arg(p)
+    p = parser("partition")
+    p.add_argument("--var", type=_identifier, default="circuit", metavar="NAME", help="the circuit's variable")
+    p.add_argument("--qpus", type=_widths, default=None, metavar="W,W,...", help="monitor widths (or 4x8)")
+    p.add_argument("--monitors", type=_positive_int, default=None, metavar="M", help="monitors used")
+    p.add_argument("--method", choices=["multilevel", "static", "static-hypergraph", "time-sliced", "distribute"],
+                   default="multilevel", help="'distribute': the partition %%%%mpiq distribute would run")
+    p.add_argument("--topology", choices=["full", "line", "grid"], default="full")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-variants", dest="max_variants", type=_positive_int, default=16, metavar="V")
+    p.add_argument("--out", type=_identifier, default="partition", metavar="NAME")
     return parsers
 
 
@@ -354,16 +415,25 @@ class MPIQMagics(Magics):
         factory = self.cluster_factory
         if factory is None:
             from .cluster import HybridCluster as factory
+        options = {"interface": args.interface} if args.interface else {}
+        if args.slurm is not None:
+            from .cluster.launchers import SlurmEngines
+
+            options["engine_launcher"] = SlurmEngines(partition=args.slurm, quantum_partition=args.qpu_partition,
+                                                      time=args.slurm_time)
+        elif args.qpu_partition or args.slurm_time:
+            raise UsageError("--qpu-partition and --slurm-time go with --slurm PARTITION.")
         cluster = factory(
-            args.classical, args.quantum, devices=args.devices, timeout=args.timeout, launcher=args.launcher,
-            **({"interface": args.interface} if args.interface else {}),
+            args.classical, args.quantum, devices=args.devices, timeout=args.timeout, launcher=args.launcher, **options,
         )
         cluster.start()
         _active = cluster
         self._ns()["mpiq_cluster"] = cluster
         print(
             f"Started {cluster.classical} classical + {cluster.quantum} quantum engines "
-            f"(engine id == MPI rank) in {cluster.start_seconds or 0:.1f} s; the cluster is `mpiq_cluster`."
+            f"(engine id == MPI rank) in {cluster.start_seconds or 0:.1f} s"
+            + (f" as SLURM job {cluster.job_id}" if getattr(cluster, "job_id", None) else "")
+            + "; the cluster is `mpiq_cluster`."
         )
         print(cluster.topology)
         self._show_topology(cluster)
@@ -415,6 +485,15 @@ class MPIQMagics(Magics):
 
         print(release(self._cluster()))
 
+    def _qaoa(self, args, cell):
+        from .kernel.errors import UsageError as BadQAOA
+        from .qaoa.magic import run_qaoa
+
+        try:
+            run_qaoa(self._cluster(), args, self._ns(), self.widget_mode)
+        except BadQAOA as exc:  # a bad graph or option: no traceback
+            raise UsageError(f"{exc}\n{PARSERS['qaoa'].format_usage().strip()}") from None
+
     # ------------------------------------------------------------------ cell magics
     def _run(self, args, cell):
         cluster = self._cluster()
@@ -452,28 +531,14 @@ class MPIQMagics(Magics):
         )
 
     def _distribute(self, args, cell):
-        """Run the cell on the client (it defines ``--var``), then ``HybridCluster.distribute``."""
-        cluster = self._cluster()
-        ns = self._ns()
-        if cell is not None and cell.strip():
-            outcome = self.shell.run_cell(cell, silent=True)
-            if not outcome.success:
-                return None  # IPython has shown the cell's error
-        if args.var not in ns:
-            raise UsageError(
-                f"No variable `{args.var}` holds a circuit; define it in the cell (e.g. `{args.var} = "
-                f"QuantumCircuit(...)`) or name another one with --var."
-            )
-        circuit = ns[args.var]
-        result = self._with_progress(
-            lambda **kw: cluster.distribute(circuit, **kw), "ProgressWidget", shots=args.shots,
-            monitors=args.monitors, max_variants=args.max_variants, timeout=args.timeout,
-        )
-        ns[args.out] = result
-        if hasattr(result, "summary"):
-            print(result.summary())
-        print(f"[mpiq] The DistributeResult is `{args.out}`.")
-        return None
+        from .distribute.magic import distribute_cell
+
+        return distribute_cell(self, args, cell)
+
+    def _partition(self, args, cell):
+        from .distribute.magic import partition_cell
+
+        return partition_cell(self, args, cell)
 
     def _gather(self, args, cell):
         cluster = self._cluster()

@@ -147,12 +147,15 @@ def account(
     blocks: Iterable[dict[str, Any]] = (),
     sessions: dict[str, list[dict[str, Any]]] | None = None,
     quantum_partition: str = "qpu",
+    service_jobs: dict[str, Iterable[str]] | None = None,
 ) -> QPUAccounting:
     """Accounting of ``jobs`` (``(workflow, het job id)`` pairs) from SLURM's ``records``.
 
     ``blocks``: the workload's quantum blocks, dicts with ``job`` (the SLURM job id it ran in),
     ``start``, ``end`` and optional ``label``. ``sessions``: the service's ``sessions.jsonl``
-    lines per job id (``busy_seconds`` summed into ``monitor_busy_seconds``).
+    lines per job id (``busy_seconds`` summed into ``monitor_busy_seconds``). ``service_jobs``: per
+    job id, the separate jobs that ran its quantum service (``mpiq slurm --qpu-on-demand``: the
+    port directory's ``service-job``); their allocations count as that job's.
 
     Raises:
         UsageError: a job has no completion record (it has not ended, or the log is another
@@ -161,7 +164,8 @@ def account(
     blocks = list(blocks)
     out = []
     for workflow, job_id in jobs:
-        components = [r for r in records.values() if job_id in (r["JobId"], r.get("HetJobId"))]
+        extra = set((service_jobs or {}).get(job_id, ()))
+        components = [r for r in records.values() if job_id in (r["JobId"], r.get("HetJobId")) or r["JobId"] in extra]
         if not components:
             raise UsageError(f"SLURM has no completion record of job {job_id} (workflow {workflow}); "
                              "wait until it has ended.")

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -29,9 +28,9 @@ from mpiq_magic.ghz.pipeline import run_ghz
 from qiskit import QuantumCircuit
 
 hold = float(sys.argv[2])
-att = attach(sys.argv[1], timeout=90, wait=120)
+att = attach(None if sys.argv[1] == "-" else sys.argv[1], timeout=90, wait=120)  # "-": found by name
 hc = att.hc
-out = {"attached": time.time(), "rank": hc.rank, "classical": hc.classical_size,
+out = {"attached": time.time(), "rendezvous": att.rendezvous.kind, "rank": hc.rank, "classical": hc.classical_size,
        "quantum": hc.quantum_size, "devices": [d.name for d in hc.devices]}
 if hc.rank == 0:
     qc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()
@@ -145,7 +144,7 @@ def test_no_service_times_out_with_a_sentence(tmp_path):
     from monitor_engine.attach import attach
     from mpiq_magic.kernel.errors import MPIQTimeoutError
 
-    with pytest.raises(MPIQTimeoutError, match=r"No quantum service announced itself in .* within 1 s") as info:
+    with pytest.raises(MPIQTimeoutError, match=r"No quantum service announced itself at the port directory .* within 1 s") as info:
         attach(tmp_path, wait=1)
     assert info.value.missing == ["quantum service"]
 
@@ -185,34 +184,50 @@ def test_no_port_directory_is_a_usage_error(monkeypatch):
         attach()
 
 
-def test_notebook_cluster_attaches_scatters_and_releases(tmp_path):
-    """%mpiq attach / %mpiq release (the magics object without a shell: the global test IPython
-    belongs to tests/test_magics_parsing.py): a classical-only cluster (-q 0) joins the service,
-    %%mpiq scatter reaches the service's monitors, release hands it back."""
-    from IPython.core.error import UsageError
+def test_notebook_cluster_attaches_and_runs_the_magics_across_jobs(tmp_path):
+    """In a real Jupyter kernel: a classical-only cluster (-q 0) attaches to the service
+    (%mpiq attach), %%mpiq scatter reaches the service's monitors, %mpiq ghz and %mpiq barrier QQ
+    run as collectives of both jobs, %mpiq release hands the service back."""
+    from tests.cluster_fixtures import KernelSession
 
-    from mpiq_magic import magics as M
-
-    magics = M.MPIQMagics(shell=None)
-    magics.shell = SimpleNamespace(user_ns={})  # where the magics leave their results
-    magics.widget_mode = "text"
     port_dir = tmp_path / "port"
     service = _service(port_dir)
-    cell = "from qiskit import QuantumCircuit\nqc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()\ncircuits = [qc] * 3"
+
+    def ok(source: str) -> str:
+        result = session.run(source)
+        assert result.error is None, f"cell failed:\n{source}\n{result.error_text}"
+        return result.text
+
     try:
-        magics.mpiq("start -c 1 -q 0 --timeout 90")
-        magics.mpiq(f"attach {port_dir} --wait 120")
-        cluster = M.active_cluster()
-        assert cluster.attached.quantum == 2 and cluster.attached.classical == 1
-        magics.mpiq("scatter --shots 100 --out res", cell)
-        assert [sorted(r.counts) for r in magics.shell.user_ns["res"]] == [["00", "11"]] * 3
-        magics.mpiq("release")
-        assert cluster.attached is None
-        with pytest.raises(UsageError, match="not attached to a quantum service"):
-            magics.mpiq("release")
+        with KernelSession(timeout=200) as session:
+            ok("%load_ext mpiq_magic")
+            ok("%mpiq start -c 1 -q 0 --timeout 90")
+            out = ok(f"%mpiq attach {port_dir} --wait 120")
+            assert "Attached 1 classical engine(s) to the quantum service of 2 monitor(s)" in out, out
+            assert f"found at the port directory {port_dir}" in out, out
+            ok("%%mpiq scatter --shots 100 --out res\nfrom qiskit import QuantumCircuit\n"
+               "qc = QuantumCircuit(2); qc.h(0); qc.cx(0, 1); qc.measure_all()\ncircuits = [qc] * 3")
+            ok("assert [sorted(r.counts) for r in res] == [['00', '11']] * 3, res")
+            out = ok("%mpiq ghz 8 --nodes 2 --shots 200")
+            assert "GHZ(8) from 2 block(s), 200 shots" in out and "The GHZResult is `ghz_result`." in out, out
+            ok("assert set(ghz_result.counts) == {'0' * 8, '1' * 8}, ghz_result.counts\n"
+               "assert sum(ghz_result.counts.values()) == 200")
+            out = ok("%mpiq barrier QQ --repeat 3 --out recs")
+            assert "3 QQ barrier(s) over 2 process(es): release skew median" in out, out
+            ok("assert all(len(r['members']) == 2 and r['skew'] is not None for r in recs), recs")
+            out = ok("%mpiq barrier ALL --out recs_all")
+            assert "1 ALL barrier(s) over 3 process(es)" in out, out
+            out = ok("%mpiq release")
+            assert "Released the quantum service after" in out, out
+            usage = session.run("%mpiq release")
+            assert "not attached to a quantum service" in usage.text + usage.error_text
+            ok("%mpiq stop")
     finally:
-        M.shutdown_active_cluster()
         s_out, s_err = service.communicate(timeout=90)
     assert service.returncode == 0, s_out + s_err
     (report,) = _lines(s_out, "SERVICE")
-    assert report["sessions"][0]["executed"] == 3
+    (session_record,) = report["sessions"]
+    assert session_record["commands"] == [
+        "serve", "call:mpiq_magic.ghz.pipeline:run_ghz", "serve", "call:monitor_engine.attach_workloads:barriers",
+        "serve", "call:monitor_engine.attach_workloads:barriers", "serve", "release",
+    ], session_record["commands"]

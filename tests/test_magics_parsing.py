@@ -104,7 +104,8 @@ def test_usage_errors_name_the_problem_and_show_usage(ip, line, expected):
 
 def test_argparse_errors_include_the_usage_line(ip):
     err = run_error(ip, "%mpiq start -c 0")
-    assert "usage: %mpiq start [-c C] [-q Q] [--devices FILE] [--launcher {mpi}] [--timeout T]" in str(err)
+    assert ("usage: %mpiq start [-c C] [-q Q] [--devices FILE] [--launcher {mpi}] [--slurm PARTITION] "
+            "[--qpu-partition P] [--slurm-time T] [--timeout T]") in str(err)
 
 
 @pytest.mark.parametrize(
@@ -309,3 +310,92 @@ def test_distribute_parses_and_delegates(ip, magics):
         assert isinstance(err, UsageError) and "No variable `missing_circuit`" in str(err)
     finally:
         run_error(ip, "%mpiq stop")
+
+
+def test_distribute_plans_on_the_client_and_shows_the_partition(ip, magics):
+    """A real circuit: the magic plans it (the real partitioner), shows the partition and hands that
+    partition to ``HybridCluster.distribute``, so the run does not search again."""
+    from mpiq_magic.distribute.examples import cnot_ladder
+    from mpiq_magic.kernel.config import DeviceSpec
+
+    calls = []
+
+    class PlanningCluster(FakeCluster):
+        devices = [DeviceSpec("127.0.0.1", j, num_qubits=30) for j in range(3)]
+
+        def distribute(self, circuit, *, progress, **kwargs):
+            progress({"event": "executed", "qrank": 1, "done": 1, "total": 2})
+            calls.append((circuit, kwargs))
+            return "distributed"
+
+    magics.cluster_factory = PlanningCluster
+    assert run_error(ip, "%mpiq start -q 3") is None
+    try:
+        ip.user_ns["ladder"] = cnot_ladder(9)
+        assert run_error(ip, "%mpiq distribute --var ladder --shots 100") is None
+        circuit, kwargs = calls[-1]
+        part = kwargs["partition"]
+        assert circuit is ip.user_ns["ladder"] and part.method == "contiguous" and part.ebits == 2
+        assert {p for row in part.assignment for p in row if p >= 0} == {0, 1, 2}
+        ip.user_ns["not_ff"] = QuantumCircuit_with_a_non_feedforward_cut()
+        assert run_error(ip, "%mpiq distribute --var not_ff") is None
+        assert "partition" not in calls[-1][1]  # the cluster decides (and explains) on its own
+        # observables: quasi-probability cuts where feed-forward does not apply (the run decides)
+        ip.user_ns["obs"] = ["ZZ", "XX"]
+        assert run_error(ip, "%mpiq distribute --var not_ff --observables obs --max-overhead 50") is None
+        assert calls[-1][1] == {"observables": ["ZZ", "XX"], "mode": "auto", "max_overhead": 50.0, "shots": 1024,
+                                "monitors": None, "max_variants": 16, "timeout": None}
+        # X terms: Z-basis samples cannot estimate them, so no feed-forward plan is made; --mode qpd neither
+        assert run_error(ip, "%mpiq distribute --var ladder --observables obs") is None
+        assert "partition" not in calls[-1][1] and calls[-1][1]["observables"] == ["ZZ", "XX"]
+        assert run_error(ip, "%mpiq distribute --var ladder --mode qpd --observables obs") is None
+        assert "partition" not in calls[-1][1] and calls[-1][1]["mode"] == "qpd"
+        ip.user_ns["zobs"] = "Z" * 9
+        assert run_error(ip, "%mpiq distribute --var ladder --observables zobs") is None
+        assert calls[-1][1]["partition"].method == "contiguous"  # Z terms: feed-forward samples estimate them
+        for line, expected in [
+            ("%mpiq distribute --var ladder --observables nothing_here", "No variable `nothing_here` holds observables"),
+            ("%mpiq distribute --var ladder --max-overhead 0", "expected a positive number, got '0'"),
+            ("%mpiq distribute --var ladder --mode exact", "invalid choice: 'exact'"),
+        ]:
+            err = run_error(ip, line)
+            assert isinstance(err, UsageError) and expected in str(err), (line, err)
+    finally:
+        run_error(ip, "%mpiq stop")
+
+
+def QuantumCircuit_with_a_non_feedforward_cut():
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.h(0)  # the control is rotated after the cut: no feed-forward partition over 2 monitors
+    qc.measure_all()
+    return qc
+
+
+def test_partition_magic_shows_and_stores_a_partition(ip, magics, capsys):
+    from mpiq_magic.distribute import PartitionResult
+
+    name, args = M.parse("partition --qpus 4x3 --method static --out p", None)
+    assert (name, args.qpus, args.method, args.var, args.out) == ("partition", [3, 3, 3, 3], "static", "circuit", "p")
+    err = run_error(ip, "%%mpiq partition --qpus 3,3 --out ghz_part\nfrom mpiq_magic.distribute.examples import ghz\n"
+                        "circuit = ghz(6)")
+    assert err is None, err
+    part = ip.user_ns["ghz_part"]
+    assert isinstance(part, PartitionResult) and part.capacities == (3, 3) and part.ebits == 1
+    out = capsys.readouterr().out
+    assert "multilevel: 1 e-bits" in out and "qrank 1: 3 qubit(s) {3-5}" in out and "`ghz_part`" in out
+    assert run_error(ip, "%mpiq partition --qpus 3,3 --method distribute --out ff") is None
+    assert ip.user_ns["ff"].method == "contiguous" and "feed-forward cuts 1 frame" in capsys.readouterr().out
+    for line, expected in [
+        ("%mpiq partition --qpus 3,0", "expected monitor widths such as 8,8,8,8 or 4x8, got '3,0'"),
+        ("%mpiq partition --qpus 2,2", "Layer"),  # 6 live qubits on 2x2: CapacityError names the layer
+        ("%mpiq partition --var nothing_here --qpus 3,3", "`nothing_here` holds nothing, not a QuantumCircuit"),
+        ("%mpiq partition", "give their widths with --qpus"),
+        ("%mpiq partition --qpus 3,3 --monitors 3", "--monitors 3 is more than the 2 monitor(s) available"),
+        ("%mpiq partition --qpus 3,3 --method best", "invalid choice: 'best'"),
+    ]:
+        err = run_error(ip, line)
+        assert isinstance(err, UsageError) and expected in str(err), (line, err)

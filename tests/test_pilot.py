@@ -12,7 +12,7 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 
-from pilot_fixtures import NARROW_QUBITS, WIDE_QUBITS, alive, two_pilots  # noqa: F401
+from pilot_fixtures import NARROW_QUBITS, TESTS, WIDE_QUBITS, alive, two_pilots  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300) if hasattr(pytest.mark, "timeout") else []
 
@@ -39,6 +39,24 @@ def fail(message):
 def slow(seconds):
     time.sleep(seconds)
     return seconds
+
+
+def slow_marked(path, seconds):
+    """Sleep after creating ``path``: the test knows the engine is busy with it."""
+    open(path, "w").close()
+    time.sleep(seconds)
+    return seconds
+
+
+def busy_engine(pm, tmp_path, seconds, **where):
+    """A function task holding a classical engine, returned once it runs there."""
+    mark = tmp_path / f"busy-{time.monotonic_ns()}"
+    fut = pm.submit_task(slow_marked, str(mark), seconds, **where)
+    deadline = time.time() + 60
+    while not mark.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    assert mark.exists(), f"the function task {fut} did not start within 60 s"
+    return fut
 
 
 def sample_on_rank0(hc, n):
@@ -172,6 +190,67 @@ def test_metrics_rows_csv_and_json(two_pilots, tmp_path):
     from mpiq_magic.pilot import metrics
 
     assert "task_id" in metrics.text_table(rows) and "#" in metrics.timeline(rows)
+
+
+def test_the_direct_link_drops_forged_answers(two_pilots, tmp_path):
+    """Quantum batches travel on a signed ZeroMQ link: an unsigned answer, one signed with another
+    key, and one whose payload does not match its signed digest are all dropped unread."""
+    import pickle
+
+    import zmq
+    from jupyter_client.session import Session
+
+    from mpiq_magic.pilot import agent, channel
+
+    pm = two_pilots
+    wide = pm.pilot("wide")
+    busy = busy_engine(pm, tmp_path, 1.5, pilot="wide")  # rank 0 busy: the quantum batch waits behind it
+    real = pm.submit_task(ghz(3), pilot="wide", shots=40)
+    deadline = time.time() + 30
+    while not wide._batches and time.time() < deadline:
+        time.sleep(0.01)
+    (batch,) = list(wide._batches)
+    forged = pickle.dumps([agent.Outcome(real.task_id, True, "forged", 0.0, 0.0)])
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.linger = 0
+    sock.connect(wide._channel.results_url)
+    try:
+        sock.send_multipart([b"<IDS|MSG>", b"", b"{}", b"{}", b"{}", b"{}", forged])  # unsigned
+        Session(key=b"some other key").send(sock, channel.OUTCOMES, {"batch": batch, "sha256": channel.digest(forged)},
+                                            buffers=[forged])
+        right = channel.session_like(wide.cluster.client.session)
+        right.send(sock, channel.OUTCOMES, {"batch": batch, "sha256": channel.digest(b"something else")},
+                   buffers=[forged])
+        assert busy.result(timeout=60) == 1.5
+        counts = real.result(timeout=60).data.meas.get_counts()
+    finally:
+        sock.close()
+    assert set(counts) <= {"000", "111"} and sum(counts.values()) == 40
+    assert real.record.start >= busy.record.end - 0.05  # ran after the function task: took turns
+
+
+def test_a_dead_rank0_fails_its_quantum_batches(tmp_path):
+    from mpiq_magic.pilot import PilotDescription, PilotEngineLostError, PilotManager
+
+    with PilotManager() as pm:
+        env = {"PYTHONPATH": os.pathsep.join([TESTS, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        p = pm.create_pilot(PilotDescription("short", classical=1, quantum=1, timeout=60, env=env))
+        busy = busy_engine(pm, tmp_path, 30)  # holds rank 0 while its engine is killed
+        queued = pm.submit_task(ghz(2), shots=10)
+        deadline = time.time() + 30
+        while not p._batches and time.time() < deadline:
+            time.sleep(0.01)
+        assert p._batches, "the quantum batch should be on the link, behind the running function task"
+        os.kill(p.engine_pids[0], 9)
+        with pytest.raises(PilotEngineLostError, match="rank 0's engine unregistered"):
+            queued.result(timeout=60)
+        with pytest.raises(Exception):
+            busy.result(timeout=60)
+        pids = p.pids()
+    deadline = time.time() + 15
+    while any(alive(q) for q in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [q for q in pids if alive(q)]
 
 
 def test_cancel_leaves_no_processes_behind(two_pilots):

@@ -20,7 +20,7 @@ from mpiq_magic.cli import main
 from mpiq_magic.kernel import load_devices
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.mpi, pytest.mark.slurm, pytest.mark.timeout(240)]
 
 JOB = """
 import os
@@ -139,6 +139,35 @@ def test_release_hetjob_frees_the_qpu_node_while_the_classical_side_runs(tmp_pat
     assert session["executed"] == 2 and report["stopped"] == "once"
     assert client["qpu_idle_at"] - client["released"] < 30
     assert "ExitCode=0:0" in info, info + output + service
+
+
+def test_qpu_on_demand_allocates_the_qpu_only_from_attach_to_release(tmp_path, slurm):
+    """--qpu-on-demand: a classical-only job whose attach() submits the service as its own job on
+    qpu (after the script's start-up), which ends at the release."""
+    from mpiq_magic.qpu_accounting import account, read_jobcomp
+
+    script = tmp_path / "job.sh"
+    (tmp_path / "run.py").write_text("import time; time.sleep(3)\n" + RELEASE_JOB)  # a start-up without the QPU
+    assert main(["slurm", "--classical-partition", "cpu", "--quantum-partition", "qpu", "-c", "1", "-q", "2",
+                 "--num-qubits", "16", "--python", sys.executable, "--srun-args=--mpi=pmi2", "--time", "00:05:00",
+                 "--release", "--qpu-on-demand", "--exclusive-qpu", "-o", str(script), str(tmp_path / "run.py")]) == 0
+    assert "#SBATCH hetjob" not in script.read_text()
+    job = _sbatch(script, slurm, tmp_path)
+    info = _wait(job, slurm)
+    output = (tmp_path / f"slurm-{job}.out").read_text()
+    service_job = (tmp_path / f"mpiq-port.{job}" / "service-job").read_text().strip()
+    service = (tmp_path / f"mpiq-service.{service_job}.txt").read_text()
+    assert "ExitCode=0:0" in info, info + output + service
+    (client,) = [json.loads(line[7:]) for line in output.splitlines() if line.startswith("CLIENT ")]
+    assert set(client["ghz"]) == {"0" * 8, "1" * 8} and sum(client["ghz"].values()) == 256
+    assert client["qpu_state"] == "idle", output  # seen by the classical job, which still ran
+    assert _wait(service_job, slurm, limit=30)  # gone: it ended at the release
+    time.sleep(1.5)  # completion records are written as the jobs leave
+    (acc,) = account("on-demand", [("A", job)], read_jobcomp(Path(slurm["SLURM_CONF"]).parent / "jobcomp.txt"),
+                     service_jobs={job: [service_job]}).jobs
+    cpu, qpu = acc.partition_intervals["cpu"], acc.partition_intervals["qpu"]
+    assert qpu.start >= cpu.start + 3  # not allocated during the script's start-up
+    assert qpu.end <= client["released"] + 10 and qpu.end <= cpu.end
 
 
 def test_bad_hetjob_arguments_are_refused(capsys):

@@ -17,18 +17,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def start(cluster: "HybridCluster") -> None:
-    """Start the controller and the engines under MPI (ipyparallel's MPI launcher, the bundled
-    mpiexec, every listener on loopback or the interface the cluster names) and wait until
-    every engine registered.
+    """Start the controller here and the engines with the cluster's engine launcher
+    (:mod:`mpiq_magic.cluster.launchers`: the bundled mpiexec on loopback, or a SLURM job) and
+    wait until every engine registered.
 
     Raises:
-        HybridClusterError: mpiexec exited before every engine registered (its output attached).
+        HybridClusterError: the engines' job ended before every engine registered (its output attached).
         ClusterTimeoutError: not every engine registered within ``start_timeout``.
     """
     import ipyparallel as ipp
     from traitlets.config import Config
-
-    from ..launch import local_mpiexec, network_env
 
     if cluster._profile_dir_arg is None:
         cluster._profile_dir = _proc.make_temp_dir("mpiq-cluster-")  # also reaps dead owners' dirs
@@ -36,29 +34,18 @@ def start(cluster: "HybridCluster") -> None:
     else:
         cluster._profile_dir = cluster._profile_dir_arg
     cfg = Config()
-    launcher = cfg.MPIEngineSetLauncher
-    mpiexec, mpi_args = local_mpiexec(survive_rank_death=True, interface=cluster.interface)
-    launcher.mpi_cmd = [mpiexec]
-    launcher.mpi_args = mpi_args
-    launcher.engine_cmd = _proc.engine_command()
-    # every listener on loopback (single host) or the named interface: MPI netmod and QQ
-    # sockets here, controller below
-    launcher.environment = {
-        "PYTHONUNBUFFERED": "1", "MPIQ_CLASSICAL": str(cluster.classical), **network_env(cluster.interface),
-        **cluster.env,
-    }
-    launcher.stop_seconds_until_kill = 2
+    launcher = cluster.engine_launcher
+    options = launcher.configure(cluster, cfg)
     cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
     cluster._ipp = ipp.Cluster(
-        engines="mpi",
         n=cluster.size,
         profile_dir=cluster._profile_dir,
         config=cfg,
         delay=0,
         controller_args=["--ping=1000"],  # heartbeat period (ms): engines register sooner
-        controller_ip=cluster.address,
         engine_timeout=int(cluster.start_timeout),
         log_level=cluster.log_level,
+        **options,
     )
     cluster._ipp.start_cluster_sync()
     roots = [getattr(cluster._ipp.controller, "pid", None), getattr(cluster._ipp.engine_set, "pid", None)]
@@ -68,29 +55,28 @@ def start(cluster: "HybridCluster") -> None:
     cluster._client = client
     deadline = time.monotonic() + cluster.start_timeout
     while len(client.ids) < cluster.size:
-        engine_set = cluster._ipp.engine_set
-        if engine_set is not None and engine_set.state == "after":
-            output = engine_set.get_output()
-            raise HybridClusterError(
-                f"mpiexec exited before all {cluster.size} engines registered "
-                f"({len(client.ids)} did); its output:\n{output[-2000:]}"
-            )
+        ended = launcher.ended(cluster._ipp)
+        if ended is not None:
+            raise HybridClusterError(f"{ended} ({len(client.ids)} of {cluster.size} engines registered)")
         if time.monotonic() > deadline:
             raise ClusterTimeoutError(
                 f"Only {len(client.ids)} of {cluster.size} engines registered within "
                 f"{cluster.start_timeout:g} s; engines {sorted(set(range(cluster.size)) - set(client.ids))} "
-                "did not answer."
+                f"did not answer{launcher.waiting(cluster._ipp)}."
             )
         time.sleep(POLL_SECONDS)
 
 
-def stop(ipp_cluster: Any, log_level: int) -> None:
-    """Stop the engines, then the controller (both at once makes mpiexec linger), then the
-    event-loop thread; never raises."""
+def stop(ipp_cluster: Any, log_level: int, launcher: Any = None) -> None:
+    """Stop the engines (and wait until ``launcher`` says they are gone: a SLURM job leaves the
+    queue), then the controller (both at once makes mpiexec linger), then the event-loop thread;
+    never raises."""
     # Engines stopped on purpose exit by SIGTERM; ipyparallel would log their whole output as a
     # warning for that non-zero exit, which is noise here.
     ipp_cluster.log.setLevel(max(log_level, logging.ERROR))
-    for step in (ipp_cluster.stop_engines_sync, ipp_cluster.stop_controller_sync):
+    job = launcher.job_id(ipp_cluster) if launcher is not None else None
+    stopped = launcher.stopped if launcher is not None else (lambda job: None)
+    for step in (ipp_cluster.stop_engines_sync, lambda: stopped(job), ipp_cluster.stop_controller_sync):
         try:
             step()
         except Exception:

@@ -38,6 +38,7 @@ from . import distribute as _distribute
 from . import engine as _engine
 from . import gather as _gather
 from . import ipp as _ipp
+from . import launchers as _launchers
 from . import ghz as _ghz
 from . import primitives as _primitives
 from . import processes as _proc
@@ -46,7 +47,7 @@ from . import scatter as _scatter
 from . import status as _status
 from .collect import Outcome, check_timeout, cluster_error, collect
 
-LAUNCHERS = ("mpi",)
+LAUNCHERS = ("mpi", "slurm")  # ``launcher=``; ``engine_launcher=`` takes a configured launcher
 TARGETS = ("classical", "quantum", "all")
 #: Engine-side work ends this much before the client's timeout, so its answer arrives in time.
 _MARGIN = 0.5
@@ -59,10 +60,13 @@ class HybridCluster:
     ``classical``/``quantum``: number of classical ranks and quantum monitor engines.
     ``devices``: devices TOML file or list of ``DeviceSpec`` (default: ``quantum`` local
     devices). ``timeout``: default timeout of every operation, seconds. ``start_timeout``:
-    how long :meth:`start` waits for the engines. ``progress``: callbacks receiving every
-    progress event (dicts, see :mod:`mpiq_magic.events`). ``interface``: the network interface
-    every listener binds (controller, MPI netmods, QQ sockets; e.g. ``"eth0"`` for a multi-host
-    cluster); default loopback.
+    how long :meth:`start` waits for the engines. ``engine_launcher``: how the engines start
+    (:mod:`mpiq_magic.cluster.launchers`: ``"mpi"``/``LocalMPI()``, the bundled mpiexec on this
+    host, the default; ``SlurmEngines(partition=..., ...)`` or ``"slurm"``: a SLURM batch job,
+    controller here). ``progress``: callbacks receiving every progress event (dicts, see
+    :mod:`mpiq_magic.events`). ``interface``: the network interface every listener binds
+    (controller, MPI netmods, QQ sockets; e.g. ``"eth0"`` for a multi-host cluster); default
+    loopback.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class HybridCluster:
         devices: str | os.PathLike[str] | Sequence[Any] | None = None,
         timeout: float = 60.0,
         launcher: str = "mpi",
+        engine_launcher: "_launchers.EngineLauncher | str | None" = None,
         start_timeout: float = 120.0,
         profile_dir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
@@ -87,6 +92,7 @@ class HybridCluster:
             raise ConfigError(f"The number of quantum monitor engines must be >= 0, got quantum={quantum!r}.")
         if launcher not in LAUNCHERS:
             raise ConfigError(f"Unknown launcher {launcher!r}; supported launchers: {', '.join(LAUNCHERS)}.")
+        self.engine_launcher = _launchers.engine_launcher(launcher if engine_launcher is None else engine_launcher)
         check_timeout(timeout, "timeout")
         check_timeout(start_timeout, "start_timeout")
         from ..kernel.config import resolve_devices
@@ -98,7 +104,7 @@ class HybridCluster:
         self.classical = classical
         self.quantum = quantum
         self.timeout = float(timeout)
-        self.launcher = launcher
+        self.launcher = self.engine_launcher.name
         self.start_timeout = float(start_timeout)
         self.env = dict(env or {})
         self.prewarm = prewarm
@@ -165,6 +171,11 @@ class HybridCluster:
     def _start_ipp(self) -> None:
         _ipp.start(self)
 
+    @property
+    def job_id(self) -> str | None:
+        """The SLURM job id of the engines (``SlurmEngines``; None otherwise or before the start)."""
+        return self.engine_launcher.job_id(self._ipp) if self._ipp is not None else None
+
     def _check_ranks(self) -> None:
         """engine id == MPI rank, or the cluster is useless: MPI-Q addresses ranks."""
         if self.size == 1:
@@ -222,7 +233,7 @@ class HybridCluster:
                 pass
         if self._ipp is not None:
             ipp_cluster, self._ipp = self._ipp, None
-            _ipp.stop(ipp_cluster, self.log_level)
+            _ipp.stop(ipp_cluster, self.log_level, self.engine_launcher)
         for pid, created in self._owned_pids.items():
             _proc.kill_if_same(pid, created)
         self._owned_pids = {}
@@ -385,6 +396,10 @@ class HybridCluster:
             ClusterUsageError: unknown flag or a bad ``repeat``.
             ClusterTimeoutError: an engine is dead or did not arrive within ``timeout``.
         """
+        if getattr(self, "attached", None) is not None:  # %mpiq attach: a collective of both jobs
+            from . import attach as _attach
+
+            return _attach.barrier(self, flag, repeat, timeout, progress)
         return _barrier.barrier(self, flag, repeat, timeout, progress)
 
     def ghz(
@@ -407,22 +422,32 @@ class HybridCluster:
             ClusterUsageError: bad ``qubits``, ``nodes`` or ``shots``.
             HybridClusterError: the run failed (the lines name the monitors and stages).
         """
+        if getattr(self, "attached", None) is not None:  # %mpiq attach: a collective of both jobs
+            from . import attach as _attach
+
+            return _attach.ghz(self, qubits, nodes=nodes, blocks=blocks, shots=shots, serial=serial,
+                               timeout=timeout, progress=progress)
         return _ghz.ghz(self, qubits, nodes=nodes, blocks=blocks, shots=shots, serial=serial,
                         timeout=timeout, progress=progress)
 
     def distribute(self, circuit, *, shots: int = 1024, partition=None, monitors: int | None = None,
                    max_variants: int = 16, optimization_level: int = 1, timeout: float | None = None,
-                   progress: ProgressCallback | None = None):
-        """Run ``circuit`` across the monitors with exact feed-forward cuts
-        (:func:`mpiq_magic.distribute.execute.distribute`); returns the ``DistributeResult``.
+                   progress: ProgressCallback | None = None, observables=None,
+                   max_overhead: float | None = 1000.0, mode: str = "auto", batches: int = 10):
+        """Run ``circuit`` across the monitors (:func:`mpiq_magic.distribute.execute.distribute`):
+        exact feed-forward cuts, returning the ``DistributeResult``; with ``observables``, where
+        feed-forward does not apply (``mode="auto"``) or ``mode="qpd"``, quasi-probability cuts
+        returning a ``QPDResult`` (refused above ``max_overhead``).
 
         Raises:
             ClusterUsageError: not a circuit, bad ``monitors`` or ``shots``.
-            HybridClusterError: the run failed or was refused (e.g. a cut that is not feed-forward).
+            HybridClusterError: the run failed or was refused (e.g. a cut that is not feed-forward
+                and no observables, or an overhead above ``max_overhead``).
         """
         return _distribute.distribute(self, circuit, shots=shots, partition=partition, monitors=monitors,
                                       max_variants=max_variants, optimization_level=optimization_level,
-                                      timeout=timeout, progress=progress)
+                                      timeout=timeout, progress=progress, observables=observables,
+                                      max_overhead=max_overhead, mode=mode, batches=batches)
 
     def sampler(self, **options: Any):
         """A Qiskit ``SamplerV2`` on this cluster (:class:`mpiq_magic.primitives.SamplerV2`)."""

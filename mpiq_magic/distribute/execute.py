@@ -1,4 +1,4 @@
-"""Run a partitioned circuit on the monitors with feed-forward cuts: ``distribute(hc, circuit)``.
+"""Run a partitioned circuit on the monitors: ``distribute(hc, circuit)``.
 
 ::
 
@@ -14,6 +14,17 @@ Steps on classical rank ``root``: plan (partition -> feed-forward cuts -> block 
 variant, :mod:`.feedforward`), compile each block for its monitor's device, send them pinned to
 their monitors on the one dispatch path (``monitor_engine.dispatch``), collect, stitch shot k of
 every block (:mod:`.stitch`). The monitors serve the job (``monitor_engine.serve``).
+
+Feed-forward cuts are exact and cost no sampling overhead, so they are tried first. Where no
+partition runs with them and ``observables`` are given, the circuit is cut by quasi-probability
+decomposition instead (:mod:`.qpd_dispatch`): the sampling overhead is reported (``progress``
+event ``plan``) and checked against ``max_overhead`` before anything runs, and the result is a
+:class:`~.qpd.QPDResult` (expectation values with standard errors, ``mode == "qpd"``) instead of
+a :class:`DistributeResult` (samples of the distribution, ``mode == "feed-forward"``)::
+
+    result = distribute(hc, circuit, observables=["ZZZZ", "XIIX"], max_overhead=100)
+    if result is not None and result.mode == "qpd":
+        print(result.expectation_values, result.standard_errors, result.overhead)
 """
 
 from __future__ import annotations
@@ -31,12 +42,15 @@ from qiskit.primitives.containers import BitArray
 from ..kernel.errors import ProcessFailure, ProcessFailures
 from .errors import PartitionError
 from .feedforward import FeedForwardError, FeedForwardPlan, plan_feedforward
+from .qpd import QPDResult
 from .layering import layer_circuit
 from .stitch import counts_of, stitch
 
 Progress = Callable[[str, dict], None]
 #: Automatic partitions tried, in this order; the plan with the fewest circuits per shot wins.
 CANDIDATES = ("contiguous", "static", "multilevel")
+#: ``distribute(mode=...)``: feed-forward where it applies else QPD, only one, or only the other.
+MODES = ("auto", "feed-forward", "qpd")
 
 
 class DistributeRunError(ProcessFailures):
@@ -84,6 +98,11 @@ class DistributeResult:
     measured_all: bool = False
     compile_cache: dict[str, int] = field(default_factory=dict)
     payload_bytes: int = 0
+    mode: str = "feed-forward"  # QPDResult.mode is "qpd"
+    #: with ``distribute(observables=...)`` (Z-diagonal): their values and standard errors from
+    #: the samples (:meth:`expectation`), in the order given; None without observables
+    expectation_values: np.ndarray | None = None
+    standard_errors: np.ndarray | None = None
 
     def bitarray(self) -> BitArray:
         return BitArray(self.bits, self.num_clbits)
@@ -95,6 +114,42 @@ class DistributeResult:
 
     def probabilities(self) -> dict[str, float]:
         return {k: v / self.shots for k, v in self.counts.items()}
+
+    def expectation(self, observables) -> tuple[np.ndarray, np.ndarray]:
+        """Expectation values and standard errors of Z-diagonal observables from the samples.
+
+        ``observables``: a Pauli string of ``I``/``Z`` over the clbits (clbit 0 rightmost; with
+        every qubit measured in order, or no measurement in the input, clbit i is qubit i), a
+        ``SparsePauliOp`` of such terms, or a list of them. The standard error is the sample
+        standard deviation of the per-shot value over sqrt(shots): feed-forward samples the uncut
+        distribution exactly, so there is no sampling overhead to add.
+
+        Raises:
+            UsageError: a non-diagonal term (X or Y: use ``distribute(..., mode="qpd")``), or the
+                wrong number of letters.
+        """
+        from qiskit.quantum_info import SparsePauliOp
+
+        from ..kernel.errors import UsageError
+
+        items = [observables] if isinstance(observables, (str, SparsePauliOp)) else list(observables)
+        bits = np.unpackbits(np.asarray(self.bits, dtype=np.uint8), axis=-1, bitorder="big")
+        bits = bits[:, bits.shape[1] - self.num_clbits:][:, ::-1].astype(np.int64)  # column c = clbit c
+        values, errors = [], []
+        for i, item in enumerate(items):
+            op = SparsePauliOp(item)
+            if op.num_qubits != self.num_clbits:
+                raise UsageError(f"Observable {i} ({item!r}) has {op.num_qubits} letters but the result has "
+                                 f"{self.num_clbits} clbits; give one letter per clbit (clbit 0 rightmost).")
+            if np.any(op.paulis.x):
+                raise UsageError(f"Observable {i} ({item!r}) has X or Y terms, which Z-basis samples cannot "
+                                 "estimate; run distribute(..., observables=..., mode='qpd') for those.")
+            per_shot = np.zeros(bits.shape[0])
+            for z, c in zip(op.paulis.z, op.coeffs):
+                per_shot += float(np.real(c)) * (1 - 2 * (bits[:, z].sum(axis=1) & 1))
+            values.append(float(per_shot.mean()))
+            errors.append(float(per_shot.std(ddof=1) / math.sqrt(len(per_shot))) if len(per_shot) > 1 else 0.0)
+        return np.array(values), np.array(errors)
 
     @property
     def feed_forward_cuts(self) -> list[dict[str, Any]]:
@@ -121,7 +176,9 @@ class DistributeResult:
             "blocks": [b.to_dict() for b in self.blocks], "cuts": self.cuts,
             "bit_rates": {str(k): v for k, v in self.bit_rates.items()},
             "timings": dict(self.timings), "measured_all": self.measured_all,
-            "compile_cache": self.compile_cache, "payload_bytes": self.payload_bytes,
+            "compile_cache": self.compile_cache, "payload_bytes": self.payload_bytes, "mode": self.mode,
+            "expectation_values": None if self.expectation_values is None else self.expectation_values.tolist(),
+            "standard_errors": None if self.standard_errors is None else self.standard_errors.tolist(),
         }
 
 
@@ -211,8 +268,13 @@ def distribute(
     root: int = 0,
     timeout: float | None = None,
     progress: Progress | None = None,
-) -> DistributeResult | None:
-    """Run ``circuit`` across the monitors with exact feed-forward cuts.
+    observables: Any = None,
+    max_overhead: float | None = 1000.0,
+    mode: str = "auto",
+    batches: int = 10,
+) -> DistributeResult | QPDResult | None:
+    """Run ``circuit`` across the monitors: exact feed-forward cuts where they apply, else
+    quasi-probability cuts (expectation values of ``observables``).
 
     Collective over ``hc``: every process calls it (``circuit`` is only read on classical rank
     ``root``, which returns the :class:`DistributeResult`; every other process returns None). See
@@ -222,8 +284,19 @@ def distribute(
     ``timeout`` bounds the run (default: the communicator's); ``progress(event, info)`` is called
     on the root (``plan``, ``compile``, ``executed``, ``reconstruct``).
 
+    ``mode``: ``"auto"`` (feed-forward, else quasi-probability cutting when ``observables`` are
+    given), ``"feed-forward"`` or ``"qpd"``. Quasi-probability cutting needs ``observables`` (a
+    Pauli string, ``SparsePauliOp``, or a list of them); every subexperiment runs ``shots`` shots,
+    ``batches`` batches of shots give the standard errors, and a sampling overhead above
+    ``max_overhead`` (None: no limit) is refused before anything runs. It returns a
+    :class:`~.qpd.QPDResult` (``mode == "qpd"``), feed-forward a :class:`DistributeResult`.
+
     Raises:
-        FeedForwardError: (on the root) a cut is not a feed-forward cut; the monitors stand down.
+        FeedForwardError: (on the root) a cut is not a feed-forward cut and quasi-probability
+            cutting was not asked for (no ``observables``, or ``mode="feed-forward"``); the
+            monitors stand down.
+        OverheadError: (on the root) quasi-probability cuts would need a sampling overhead above
+            ``max_overhead``; nothing ran.
         PartitionError: (on the root) the circuit does not fit the monitors.
         DistributeRunError: (on the root) a block failed or did not answer on a monitor.
     """
@@ -238,18 +311,19 @@ def distribute(
         return None
     if hc.rank != root:
         return None
+    qpd = dict(observables=observables, max_overhead=max_overhead, mode=mode, batches=batches)
     return _root(hc, job, circuit, shots, partition, monitors, max_variants, optimization_level,
-                 seed_transpiler, cache, limit, progress or (lambda event, info: None))
+                 seed_transpiler, cache, limit, progress or (lambda event, info: None), qpd)
 
 
-def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, seed, cache, limit, report):
+def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, seed, cache, limit, report, qpd):
     from monitor_engine.dispatch import Dispatcher, Share
     from monitor_engine.payload import CompileCache, compile_for
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     Q = hc.quantum_size
-    dispatcher = Dispatcher(hc, namespace="distribute")
+    dispatcher = Dispatcher(hc, namespace="distribute", cache=cache)
     shares: list = []
     keys: list[tuple[int, int]] = []
     try:
@@ -261,8 +335,28 @@ def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, see
             raise PartitionError(
                 f"Expected a qiskit QuantumCircuit on classical rank {hc.rank}, got {type(circuit).__name__}."
             )
-        plan, name = plan_for_devices(circuit, hc.devices, partition=partition, monitors=monitors,
-                                      max_variants=max_variants)
+        if qpd["mode"] not in MODES:
+            raise PartitionError(f"mode={qpd['mode']!r} is not one of {', '.join(MODES)}.")
+        if qpd["mode"] == "qpd":
+            return _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start)
+        ff_observables, why = clbit_observables(circuit, qpd["observables"])
+        if why is not None:
+            if qpd["mode"] == "feed-forward":
+                raise PartitionError(f"{why} Feed-forward samples the Z basis; use mode='qpd' or 'auto'.")
+            report("fallback", {"from": "feed-forward", "to": "qpd", "reason": why})
+            return _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start)
+        try:
+            plan, name = plan_for_devices(circuit, hc.devices, partition=partition, monitors=monitors,
+                                          max_variants=max_variants)
+        except FeedForwardError as exc:
+            if qpd["mode"] == "feed-forward":
+                raise
+            if qpd["observables"] is None:
+                exc.args = (f"{exc.args[0]} Pass observables= to distribute to fall back on quasi-probability "
+                            "cutting (expectation values with standard errors instead of samples).",)
+                raise
+            report("fallback", {"from": "feed-forward", "to": "qpd", "reason": str(exc)})
+            return _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start)
         bad = [p for p in plan.blocks if not 0 <= p < Q]
         if bad:
             raise PartitionError(f"The partition uses qrank(s) {bad}, but the communicator has {Q} monitor(s).")
@@ -309,13 +403,88 @@ def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, see
             variants=block.num_variants if block.runs else 0, methods=tuple(r.method for r in mine),
             seconds=float(sum(r.timings.get("execute", 0.0) for r in mine)),
         ))
-    return DistributeResult(
+    result = DistributeResult(
         num_qubits=plan.num_qubits, num_clbits=plan.num_clbits, shots=st.shots, bits=st.bits,
         partition=name, blocks=blocks, cuts=[c.to_dict() for c in plan.cuts], executions=plan.executions,
         timings=timings, bit_rates=st.bit_rates, measured_all=plan.measured_all,
         compile_cache={"compiled": cache.misses - misses0, "circuits": len(shares)},
         payload_bytes=sum(s.payload.nbytes for s in shares),
     )
+    if ff_observables:
+        result.expectation_values, result.standard_errors = result.expectation(ff_observables)
+    return result
+
+
+def clbit_observables(circuit: QuantumCircuit, observables) -> tuple[list | None, str | None]:
+    """``observables`` over the circuit's qubits rewritten over the clbits that feed-forward
+    samples (each qubit's last measurement; clbit i = qubit i when the circuit measures nothing),
+    or ``(None, reason)`` where Z-basis samples cannot estimate them (an X or Y term, or a
+    qubit of a term never measured). ``([], None)`` without observables."""
+    from qiskit.quantum_info import Pauli, PauliList, SparsePauliOp
+
+    if observables is None:
+        return [], None
+    items = [observables] if isinstance(observables, (str, Pauli, SparsePauliOp)) else list(observables)
+    if isinstance(observables, PauliList):
+        items = list(observables)
+    n = circuit.num_qubits
+    measured = {}
+    for inst in circuit.data:
+        if inst.operation.name == "measure":
+            measured[circuit.find_bit(inst.qubits[0]).index] = circuit.find_bit(inst.clbits[0]).index
+    if not measured:
+        measured, nbits = {q: q for q in range(n)}, n
+    else:
+        nbits = circuit.num_clbits
+    out = []
+    for i, item in enumerate(items):
+        try:
+            op = SparsePauliOp(item)
+        except Exception as exc:  # noqa: BLE001 - reported with the item
+            raise PartitionError(f"Observable {i} ({item!r}) is not a Pauli string or SparsePauliOp: {exc}.") from None
+        if op.num_qubits != n:
+            raise PartitionError(f"Observable {i} acts on {op.num_qubits} qubits but the circuit has {n}; give "
+                                 "one Pauli letter per qubit (qubit 0 rightmost).")
+        if np.any(op.paulis.x):
+            return None, f"Observable {i} ({item!r}) has X or Y terms, which Z-basis samples cannot estimate."
+        labels = []
+        for z in op.paulis.z:
+            letters = ["I"] * nbits
+            for q in np.flatnonzero(z):
+                if int(q) not in measured:
+                    return None, f"Observable {i} ({item!r}) needs qubit {int(q)}, which the circuit never measures."
+                letters[measured[int(q)]] = "Z"
+            labels.append("".join(reversed(letters)))
+        out.append(SparsePauliOp(labels, op.coeffs))
+    return out, None
+
+
+def _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start) -> QPDResult:
+    """Quasi-probability cutting on the root; the caller aborts the job if this raises before
+    the run (the monitors are still waiting for it)."""
+    from .qpd import check_run_options
+    from .qpd_dispatch import plan_qpd_for_devices, qpd_result, run_qpd_plan
+
+    if qpd["observables"] is None:
+        raise PartitionError("mode='qpd' needs observables= (quasi-probability cutting reconstructs expectation values).")
+    check_run_options(shots, qpd["batches"])
+    Q = hc.quantum_size
+    used = Q if monitors is None else int(monitors)
+    if not 1 <= used <= Q:
+        raise PartitionError(f"monitors={monitors} must be between 1 and the {Q} monitor(s) available.")
+    plan, name, tried = plan_qpd_for_devices(
+        circuit, hc.devices[:used], qpd["observables"], partition=partition, max_overhead=qpd["max_overhead"])
+    timings = {"plan": time.perf_counter() - t_start}
+    report("plan", {"mode": "qpd", "summary": plan.summary(), "partition": name, "overhead": plan.overhead,
+                    "subexperiments": plan.num_subexperiments, "families": plan.num_families, "candidates": tried})
+    values, errors, info = run_qpd_plan(hc, dispatcher, job, plan, shots=int(shots), batches=int(qpd["batches"]),
+                                        deadline=time.time() + limit, participants=range(Q), live=range(used),
+                                        report=report)
+    timings.update(info["timings"])
+    timings["total"] = time.perf_counter() - t_start
+    report("reconstruct", {"mode": "qpd", "subexperiments": plan.num_subexperiments})
+    return qpd_result(plan, values, errors, info, shots=int(shots), batches=int(qpd["batches"]), name=name,
+                      timings=timings)
 
 
 def _failures(hc, outcome, keys) -> list[ProcessFailure]:

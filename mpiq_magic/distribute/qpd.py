@@ -17,15 +17,16 @@ grow by that factor. It is computed and checked against ``max_overhead`` *before
 Cuts are chosen by ``find_cuts`` (widths: ``max_qubits``, default the widest monitor of the
 sampler) or given as partition labels (a string such as ``"AABB"``, a ``qubit -> qrank``
 sequence, or a static :class:`~mpiq_magic.distribute.PartitionResult`), which cut every gate
-between partitions (``partition_problem``). Subexperiments of one partition run as one
-``sampler.run`` call (``generate_cutting_experiments``), so the cluster compiles each distinct
-subexperiment once per device and later runs hit its compile and payload caches.
-:func:`reconstruct` combines them on the caller's side: qiskit-addon-cutting's
-``reconstruct_expectation_values``, vectorized over shots with numpy (the addon loops over
-shots in Python; the tests check both agree). The standard error is a
-batch-means estimate: the shots of every subexperiment are split into ``batches`` slices,
-each slice is reconstructed on its own, and the spread of those values, divided by
-sqrt(batches), estimates the error of the full reconstruction.
+between partitions (``partition_problem``). The subexperiments are generated as parameterized
+*families* (:mod:`.families`: one circuit per shape of the cut gates' basis instructions, the
+instructions' angles as value rows; mid-circuit measurements deferred to ancillas where the
+family still fits) and run as one ``sampler.run`` of one PUB per family, so the cluster compiles
+each family once per device target and otherwise sends values. :mod:`.qpd_reconstruct`
+combines them on the caller's side: qiskit-addon-cutting's ``reconstruct_expectation_values``,
+vectorized over shots; the standard error is a batch-means estimate (the shots of every
+subexperiment split into ``batches`` slices, each reconstructed alone, spread / sqrt(batches)).
+``distribute(..., observables=...)`` uses all this as the fallback of feed-forward cuts
+(:mod:`.qpd_dispatch`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from ..kernel.errors import UsageError
+from .qpd_reconstruct import estimate, reconstruct, reconstruct_families
 
-__all__ = ["OverheadError", "QPDCut", "QPDError", "QPDPlan", "QPDResult", "cut_and_run", "plan_cuts"]
+__all__ = [
+    "OverheadError", "QPDCut", "QPDError", "QPDPlan", "QPDResult", "cut_and_run", "estimate", "plan_cuts",
+    "reconstruct", "reconstruct_families",
+]
 
 ProgressCallback = Callable[[str, dict], None]
 _LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -89,13 +94,16 @@ class QPDPlan:
     coefficients: list = field(repr=False)
     paulis: Any = field(repr=False)        # the distinct Pauli terms reconstructed (PauliList)
     seconds: float = 0.0
+    families: Any = field(default=None, repr=False)  # families.FamilySet: what runs
+    num_families: int = 0                  # parameterized circuits (compiled once per device each)
 
     def summary(self) -> str:
         widths = ", ".join(f"{k}: {v}" for k, v in self.subcircuit_widths.items())
         return (
             f"{len(self.cuts)} cut(s) ({sum(c.kind == 'gate' for c in self.cuts)} gate, "
             f"{sum(c.kind == 'wire' for c in self.cuts)} wire), sampling overhead {self.overhead:g}, "
-            f"{self.num_subexperiments} subexperiment(s), subcircuit widths {{{widths}}}."
+            f"{self.num_subexperiments} subexperiment(s) in {self.num_families} parameterized famil"
+            f"{'y' if self.num_families == 1 else 'ies'}, subcircuit widths {{{widths}}}."
         )
 
 
@@ -119,6 +127,12 @@ class QPDResult:
     batches: int
     timings: dict[str, float]
     qranks: dict[str, list[int]] = field(default_factory=dict)  # monitors that ran each partition
+    observables: tuple[str, ...] = ()  # the observables, as text, in the order of the values
+    num_families: int = 0  # parameterized circuits the subexperiments shared
+    deferred: int = 0      # families whose mid-circuit measurements were deferred to ancillas
+    transfer: dict[str, Any] = field(default_factory=dict)  # compiles, payloads sent, bytes (cluster)
+    partition: str = ""    # which cut candidate ran (distribute: "static", "find_cuts", "given")
+    mode: str = "qpd"      # how the circuit was cut (DistributeResult says "feed-forward")
 
     @property
     def value(self) -> float:
@@ -130,7 +144,8 @@ class QPDResult:
             )
         return float(self.expectation_values[0])
 
-    def to_dict(self) -> dict:
+    def to_dict(self, top: int | None = None) -> dict:
+        """JSON-ready (``top`` is accepted for symmetry with ``DistributeResult.to_dict``)."""
         out = asdict(self)
         out["expectation_values"] = [float(v) for v in self.expectation_values]
         out["standard_errors"] = [float(v) for v in self.standard_errors]
@@ -141,8 +156,8 @@ class QPDResult:
     def summary(self) -> str:
         vals = ", ".join(f"{v:.4f} ± {s:.4f}" for v, s in zip(self.expectation_values, self.standard_errors))
         return (
-            f"{len(self.cuts)} cut(s), overhead {self.overhead:g}, {self.num_subexperiments} subexperiments "
-            f"x {self.shots} shots: {vals}"
+            f"quasi-probability cutting: {len(self.cuts)} cut(s), overhead {self.overhead:g}, "
+            f"{self.num_subexperiments} subexperiments ({self.num_families} families) x {self.shots} shots: {vals}"
         )
 
 
@@ -239,13 +254,17 @@ def plan_cuts(
     seed: int | None = 111,
     max_backjumps: int | None = 10_000,
     generate: bool = True,
+    defer_width: int | None = None,
+    addon_subexperiments: bool = False,
 ) -> QPDPlan:
     """Cut ``circuit`` for ``observables`` without running anything.
 
     ``partition`` (labels) or ``max_qubits`` (``find_cuts`` with
     ``DeviceConstraints(qubits_per_subcircuit=max_qubits)``) decides the cuts. The subexperiments
     are generated only when the overhead is within ``max_overhead`` (None: no limit) and
-    ``generate`` is true.
+    ``generate`` is true, as parameterized families (:mod:`.families`; ``defer_width``: defer
+    mid-circuit measurements to ancillas where the family stays within that many qubits) and, with
+    ``addon_subexperiments``, also as the addon's concrete circuits (``plan.subexperiments``).
 
     Raises:
         QPDError: not a circuit, mid-circuit measurements, bad observables or partition, neither
@@ -318,88 +337,56 @@ def plan_cuts(
             "or a partition with fewer gates between partitions.",
             overhead=overhead, max_overhead=float(max_overhead), cuts=cuts,
         )
-    subexperiments, coefficients = {}, []
+    subexperiments, coefficients, families = {}, [], None
     count = 0
     if generate:
-        subexperiments, coefficients = generate_cutting_experiments(
-            circuits=problem.subcircuits, observables=problem.subobservables, num_samples=num_samples)
-        count = sum(len(v) for v in subexperiments.values())
+        from .families import build_families
+
+        families = build_families(problem, num_samples=num_samples, defer_width=defer_width)
+        coefficients = families.coefficients
+        count = families.num_subexperiments
+        if addon_subexperiments:
+            subexperiments, coefficients = generate_cutting_experiments(
+                circuits=problem.subcircuits, observables=problem.subobservables, num_samples=num_samples)
     return QPDPlan(
         overhead=overhead, cuts=tuple(cuts), partition_labels=label_str, subcircuit_widths=widths,
         num_subexperiments=count, num_samples=float(num_samples), observables=ops, problem=problem,
         subexperiments=subexperiments, coefficients=coefficients, paulis=paulis,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, families=families,
+        num_families=len(families.families) if families is not None else 0,
     )
 
 
 # ----------------------------------------------------------------------------- running
-def _widest(sampler) -> int | None:
+def _widths(sampler) -> list[int]:
     transport = getattr(sampler, "transport", None)
     devices = getattr(transport, "devices", None) if transport is not None else None
-    if not devices:
-        return None
-    return max(int(d.num_qubits) for d in devices)
+    return [int(d.num_qubits) for d in devices or ()]
 
 
-def _signs(data, cog, edges) -> np.ndarray:
-    """Mean of (+1/-1) per Pauli mask of ``cog`` over all shots and over each batch of shots:
-    (1 + len(edges) - 1, masks). ``qpd_measurements`` parity times the observable's parity, as
-    qiskit-addon-cutting's ``_process_outcome_v2``, on whole shot columns."""
-    obs = np.asarray(data.observable_measurements.array, dtype=np.uint8)
-    qpd = np.asarray(data.qpd_measurements.array, dtype=np.uint8)
-    obs, qpd = obs.reshape(-1, obs.shape[-1]), qpd.reshape(-1, qpd.shape[-1])
-    qpd_sign = 1 - 2 * (np.unpackbits(qpd, axis=-1).sum(axis=-1) & 1).astype(np.int64)
-    nbytes = obs.shape[-1]
-    cols = []
-    for mask in cog.pauli_bitmasks:
-        mask_bytes = np.frombuffer(int(mask).to_bytes(nbytes, "big"), dtype=np.uint8)
-        cols.append(qpd_sign * (1 - 2 * (np.unpackbits(obs & mask_bytes, axis=-1).sum(axis=-1) & 1).astype(np.int64)))
-    signs = np.stack(cols, axis=-1).astype(float) if cols else np.zeros((obs.shape[0], 0))
-    shots = signs.shape[0]
-    if edges[-1] != shots:
-        raise QPDError(f"A subexperiment came back with {shots} shots, not the {edges[-1]} asked for.")
-    batch = np.add.reduceat(signs, edges[:-1], axis=0) / np.diff(edges)[:, None]
-    return np.vstack([signs.mean(axis=0, keepdims=True), batch])
+def _widest(sampler) -> int | None:
+    return max(_widths(sampler), default=None)
 
 
-def reconstruct(results, coefficients, subobservables, edges=None) -> np.ndarray:
-    """qiskit-addon-cutting's ``reconstruct_expectation_values`` (SamplerV2 results, one
-    PauliList per partition), vectorized over shots, for the full shot set and each batch
-    ``edges[b]:edges[b + 1]``. Returns (1 + batches, len(terms)); row 0 equals the addon's value."""
-    from qiskit_addon_cutting.utils.observable_grouping import ObservableCollection
-
-    labels = list(subobservables)
-    nterms = len(subobservables[labels[0]])
-    if edges is None:
-        first = next(iter(results[labels[0]]))
-        edges = np.array([0, first.data.qpd_measurements.num_shots])
-    edges = np.asarray(edges, dtype=int)
-    rows = len(edges)  # full + (len(edges) - 1) batches
-    collections = {label: ObservableCollection(subobservables[label]) for label in labels}
-    for label, so in collections.items():
-        if len(results[label]) != len(coefficients) * len(so.groups):
-            raise QPDError(
-                f"Partition {label!r} returned {len(results[label])} results for {len(coefficients)} "
-                f"coefficients x {len(so.groups)} observable groups."
-            )
-    expvals = np.zeros((rows, nterms))
-    for i, coeff in enumerate(coefficients):
-        current = np.ones((rows, nterms))
-        for label, so in collections.items():
-            groups = [_signs(results[label][i * len(so.groups) + k].data, cog, edges) for k, cog in enumerate(so.groups)]
-            for k, sub in enumerate(subobservables[label]):
-                current[:, k] *= np.mean([groups[m][:, n] for m, n in so.lookup[sub]], axis=0)
-        expvals += coeff[0] * current
-    return expvals
+def _narrowest(sampler) -> int | None:
+    return min(_widths(sampler), default=None)
 
 
-def _combine(plan: QPDPlan, term_values) -> np.ndarray:
-    index = {p.to_label(): i for i, p in enumerate(plan.paulis)}
-    terms = np.asarray(term_values, dtype=float)
-    return np.array([
-        float(np.real(sum(c * terms[index[p.to_label()]] for p, c in zip(op.paulis, op.coeffs))))
-        for op in plan.observables
-    ])
+def check_run_options(shots, batches) -> None:
+    """Raises QPDError for shots or batches a run cannot use."""
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise QPDError(f"shots must be a positive integer, got {shots!r}.")
+    if isinstance(batches, bool) or not isinstance(batches, (int, np.integer)) or not 2 <= batches <= shots:
+        raise QPDError(f"batches must be an integer between 2 and shots ({shots}), got {batches!r}.")
+
+
+def observable_texts(plan: QPDPlan) -> tuple[str, ...]:
+    out = []
+    for op in plan.observables:
+        terms = [f"{c.real:+g}*{p.to_label()}" if abs(c - 1) > 1e-12 else p.to_label()
+                 for p, c in zip(op.paulis, op.coeffs)]
+        out.append(" ".join(terms))
+    return tuple(out)
 
 
 def cut_and_run(
@@ -414,24 +401,26 @@ def cut_and_run(
     num_samples: float = np.inf,
     batches: int = 10,
     seed: int | None = 111,
+    defer: bool | None = None,
     progress: ProgressCallback | None = None,
 ) -> QPDResult:
     """Cut ``circuit``, run the subexperiments through ``sampler`` (any Qiskit ``SamplerV2``; the
-    cluster's runs each partition's subexperiments on the monitors), reconstruct the
-    expectation values of ``observables`` (a Pauli string, ``SparsePauliOp``, or a list of them).
+    cluster's spreads the rows of every family over the monitors), reconstruct the expectation
+    values of ``observables`` (a Pauli string, ``SparsePauliOp``, or a list of them).
 
     Without ``partition`` and ``max_qubits`` the cuts fit the sampler's widest monitor. The
     plan (overhead, cuts, subexperiments) is reported to ``progress("planned", {...})`` and
-    checked against ``max_overhead`` before any circuit runs.
+    checked against ``max_overhead`` before any circuit runs. The subexperiments run as one
+    ``sampler.run`` of one PUB per family (a parameterized circuit and its value rows).
+    ``defer``: replace mid-circuit measurements by ancillas measured at the end (None: where
+    the widened family still fits the sampler's narrowest device; a sampler that names no
+    devices is taken to be a simulator without a width limit).
 
     Raises:
         QPDError: bad circuit, observables, partition or options (see :func:`plan_cuts`).
         OverheadError: the sampling overhead exceeds ``max_overhead``; nothing ran.
     """
-    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
-        raise QPDError(f"shots must be a positive integer, got {shots!r}.")
-    if isinstance(batches, bool) or not isinstance(batches, (int, np.integer)) or not 2 <= batches <= shots:
-        raise QPDError(f"batches must be an integer between 2 and shots ({shots}), got {batches!r}.")
+    check_run_options(shots, batches)
     if partition is None and max_qubits is None:
         max_qubits = _widest(sampler)
         if max_qubits is None:
@@ -439,39 +428,44 @@ def cut_and_run(
                 f"This sampler ({type(sampler).__name__}) does not say how wide its devices are; give "
                 "max_qubits or partition labels."
             )
+    if defer is None:
+        defer_width = _narrowest(sampler)
+        defer_width = 1 << 30 if defer_width is None else defer_width
+    else:
+        defer_width = (1 << 30) if defer else None
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     plan = plan_cuts(circuit, observables, max_qubits=max_qubits, partition=partition,
-                     max_overhead=max_overhead, num_samples=num_samples, seed=seed)
+                     max_overhead=max_overhead, num_samples=num_samples, seed=seed, defer_width=defer_width)
     timings["plan"] = time.perf_counter() - t0
     if progress is not None:
         progress("planned", {"overhead": plan.overhead, "cuts": len(plan.cuts),
-                             "subexperiments": plan.num_subexperiments, "widths": plan.subcircuit_widths,
-                             "summary": plan.summary()})
+                             "subexperiments": plan.num_subexperiments, "families": plan.num_families,
+                             "widths": plan.subcircuit_widths, "summary": plan.summary()})
     t1 = time.perf_counter()
-    results, qranks = {}, {}
-    for label, circuits in plan.subexperiments.items():
-        results[label] = sampler.run(circuits, shots=int(shots)).result()
-        ranks = []
-        for pub in results[label]:
-            q = pub.metadata.get("qranks") if hasattr(pub, "metadata") else None
-            if q is not None:
-                ranks.extend(int(x) for x in np.ravel(q))
-        qranks[str(label)] = sorted(set(ranks))
-        if progress is not None:
-            progress("executed", {"partition": str(label), "subexperiments": len(circuits)})
+    fams = plan.families.families
+    result = sampler.run([(f.circuit, f.values) for f in fams], shots=int(shots)).result()
+    arrays, qranks, transfer = [], {}, {}
+    for fam, pub in zip(fams, result):
+        arrays.append({name: np.asarray(getattr(pub.data, name).array) for name in ("observable_measurements", "qpd_measurements")})
+        q = pub.metadata.get("qranks") if hasattr(pub, "metadata") else None
+        if q is not None:
+            qranks.setdefault(str(fam.label), set()).update(int(x) for x in np.ravel(q))
+        if not transfer and hasattr(pub, "metadata") and "bytes" in pub.metadata:
+            transfer = {"compile_cache": dict(pub.metadata.get("compile_cache", {})),
+                        "payloads_sent": pub.metadata.get("payloads_sent"), "bytes": dict(pub.metadata["bytes"])}
+    if progress is not None:
+        progress("executed", {"families": len(fams), "subexperiments": plan.num_subexperiments})
     timings["run"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    edges = np.linspace(0, int(shots), int(batches) + 1).astype(int)
-    rows = reconstruct(results, plan.coefficients, plan.problem.subobservables, edges)  # (1 + batches, terms)
-    values = _combine(plan, rows[0])
-    per_batch = np.array([_combine(plan, row) for row in rows[1:]])
-    errors = np.std(per_batch, axis=0, ddof=1) / math.sqrt(int(batches))
+    values, errors = estimate(plan, arrays, int(shots), int(batches))
     timings["reconstruct"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     return QPDResult(
         expectation_values=values, standard_errors=errors, overhead=plan.overhead,
         num_subexperiments=plan.num_subexperiments, cuts=plan.cuts, partition_labels=plan.partition_labels,
         subcircuit_widths=plan.subcircuit_widths, shots=int(shots), num_samples=plan.num_samples,
-        batches=int(batches), timings=timings, qranks=qranks,
+        batches=int(batches), timings=timings, qranks={k: sorted(v) for k, v in qranks.items()},
+        observables=observable_texts(plan), num_families=plan.num_families,
+        deferred=sum(f.deferred > 0 for f in fams), transfer=transfer,
     )

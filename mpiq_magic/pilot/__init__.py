@@ -19,7 +19,7 @@ See docs/pilot.md.
 
 from .agent import TaskContext, context
 from .description import PilotDescription, Resources
-from .errors import NoPlacementError, PilotStateError, PilotStoppedError, PilotUsageError, RemoteTaskError
+from .errors import NoPlacementError, PilotEngineLostError, PilotStateError, PilotStoppedError, PilotUsageError, RemoteTaskError
 from .manager import PilotManager
 from .pilot import Pilot
 from .placement import Candidate, Demand, Placement, PlacementPolicy, ResourceAwarePolicy, estimated_error
@@ -31,5 +31,5 @@ __all__ = [
     "PilotManager", "Session", "Pilot", "PilotDescription", "Resources", "TaskFuture", "TaskRecord",
     "TaskContext", "context", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
     "ResourceAwarePolicy", "PlacementPolicy", "Placement", "Demand", "Candidate", "estimated_error",
-    "NoPlacementError", "PilotUsageError", "PilotStateError", "PilotStoppedError", "RemoteTaskError",
+    "NoPlacementError", "PilotEngineLostError", "PilotUsageError", "PilotStateError", "PilotStoppedError", "RemoteTaskError",
 ]

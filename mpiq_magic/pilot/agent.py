@@ -277,3 +277,63 @@ def run_quantum(items: Sequence[QuantumItem]) -> list[Outcome]:
                 except Exception as exc:
                     outcomes.append(_failure(it.task_id, exc, t0))
     return outcomes
+
+
+# ----------------------------------------------------------------------------- the direct link
+def open_channel(tasks_url: str, results_url: str) -> int:
+    """Rank 0: receive quantum batches on ``tasks_url`` in this engine's event loop, answer on
+    ``results_url`` (see :mod:`mpiq_magic.pilot.channel`). Returns the pid."""
+    import os
+
+    import zmq
+    from IPython import get_ipython
+    from tornado.ioloop import IOLoop
+    from zmq.eventloop.zmqstream import ZMQStream
+
+    from .channel import OUTCOMES, TASKS, digest, payload_of, session_like
+
+    close_channel()
+    session = session_like(get_ipython().kernel.session)
+    ctx = zmq.Context.instance()
+    pull = ctx.socket(zmq.PULL)
+    push = ctx.socket(zmq.PUSH)
+    for sock, url in ((pull, tasks_url), (push, results_url)):
+        sock.linger = 0
+        sock.connect(url)
+
+    def on_batch(msg_list) -> None:
+        try:
+            _, parts = session.feed_identities(msg_list)
+            msg = session.deserialize(parts)
+        except Exception:  # unsigned, badly signed, replayed or malformed: dropped unread
+            return
+        payload = payload_of(msg) if msg["msg_type"] == TASKS else None
+        if payload is None:
+            return
+        batch = msg["content"]["batch"]
+        try:
+            items = pickle.loads(payload)
+            outcomes = run_quantum(items)
+            try:
+                answer = pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # an unpicklable result fails its batch, not the link
+                answer = pickle.dumps([_failure(it.task_id, exc, time.time()) for it in items])
+        except Exception as exc:  # the batch could not even be read here: answer with the error
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            session.send(push, OUTCOMES, {"batch": batch, "error": f"{type(exc).__name__}: {exc}\n{text}"})
+            return
+        session.send(push, OUTCOMES, {"batch": batch, "sha256": digest(answer)}, buffers=[answer])
+
+    stream = ZMQStream(pull, IOLoop.current())
+    stream.on_recv(on_batch)
+    _STATE["channel"] = (stream, push)
+    return os.getpid()
+
+
+def close_channel() -> None:
+    """Rank 0: stop receiving batches (idempotent)."""
+    link = _STATE.pop("channel", None)
+    if link is not None:
+        stream, push = link
+        stream.close(linger=0)
+        push.close(linger=0)

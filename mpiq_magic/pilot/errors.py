@@ -31,3 +31,7 @@ class RemoteTaskError(MPIQError):
     def __init__(self, message: str, remote_traceback: str = ""):
         super().__init__(message)
         self.remote_traceback = remote_traceback
+
+
+class PilotEngineLostError(MPIQError):
+    """The engine running the task died or unregistered before answering; its result is lost."""

@@ -15,8 +15,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import metrics as _metrics
 from .agent import QuantumItem
@@ -73,6 +74,7 @@ class PilotManager:
         self.tasks: list[TaskFuture] = []
         self._lock = threading.Lock()
         self._rr = 0
+        self._listeners: list[Callable[[str, TaskRecord], None]] = []
 
     def __repr__(self) -> str:
         return f"<PilotManager pilots={list(self.pilots)} tasks={len(self.tasks)}>"
@@ -186,6 +188,7 @@ class PilotManager:
             NoPlacementError: no running device can take the quantum task (reasons by device).
             PilotStateError: no pilot is running.
         """
+        submitted = time.time()  # the metrics' submit: placement and queueing count in the wait
         res = Resources.coerce(resources)
         pubs = quantum_pubs(work)
         if pubs is None and not callable(work):
@@ -193,14 +196,14 @@ class PilotManager:
                 f"submit_task takes a function, a QuantumCircuit, a PUB tuple or a list of PUBs, got {type(work).__name__}."
             )
         if pubs is None:
-            return self._submit_function(work, args, kwargs, pilot, res, name)
+            return self._submit_function(work, args, kwargs, pilot, res, name, submitted)
         if args or kwargs:
             raise PilotUsageError(
                 f"A quantum task takes no extra arguments; got {len(args)} positional and {sorted(kwargs)} keyword."
             )
         if primitive not in (SAMPLER, ESTIMATOR):
             raise PilotUsageError(f"primitive must be 'sampler' or 'estimator', got {primitive!r}.")
-        return self._submit_quantum(pubs[0], pubs[1], primitive, pilot, res, shots, precision, name)
+        return self._submit_quantum(pubs[0], pubs[1], primitive, pilot, res, shots, precision, name, submitted)
 
     def _candidates_pilots(self, pilot: str | None) -> list[Pilot]:
         if pilot is not None:
@@ -212,15 +215,36 @@ class PilotManager:
             raise PilotStateError(f"No pilot is running (pilots: {sorted(self.pilots) or 'none'}); create_pilot() first.")
         return live
 
-    def _record(self, kind: str, name: str) -> TaskFuture:
-        import time
+    # ------------------------------------------------------------------ task events
+    def subscribe(self, listener: Callable[[str, TaskRecord], None]) -> Callable[[], None]:
+        """Call ``listener(event, record)`` as tasks move: ``"submitted"`` (queued on its pilot),
+        ``"running"`` (sent to an engine), ``"finished"`` (done, failed or cancelled). It runs on
+        the thread that moved the task (the caller, a pilot's agent thread or a result callback),
+        so it must be quick; a listener that raises is dropped. Returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(listener)
+        return lambda: self.unsubscribe(listener)
 
-        fut = TaskFuture(TaskRecord(next_task_id(), kind, name, submit=time.time()))
+    def unsubscribe(self, listener: Callable[[str, TaskRecord], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _emit(self, event: str, record: TaskRecord) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, record)
+            except Exception:  # a broken view must not break the tasks
+                self.unsubscribe(listener)
+
+    def _record(self, kind: str, name: str, submitted: float) -> TaskFuture:
+        fut = TaskFuture(TaskRecord(next_task_id(), kind, name, submit=submitted))
+        fut.observer = self._emit
         with self._lock:
             self.tasks.append(fut)
         return fut
 
-    def _submit_function(self, fn, args, kwargs, pilot, res: Resources, name) -> TaskFuture:
+    def _submit_function(self, fn, args, kwargs, pilot, res: Resources, name, submitted: float) -> TaskFuture:
         pilots = self._candidates_pilots(pilot)
         if len(pilots) == 1:
             chosen, why = pilots[0], ("pinned" if pilot else "the only running pilot")
@@ -232,7 +256,7 @@ class PilotManager:
                                                                (i - rr) % len(pilots)))
             chosen = pilots[order[0]]
             why = "fewest tasks in flight per classical rank: " + ", ".join(f"{p.name}={p.pending}" for p in pilots)
-        fut = self._record(FUNCTION, name or getattr(fn, "__name__", "function"))
+        fut = self._record(FUNCTION, name or getattr(fn, "__name__", "function"), submitted)
         fut.record.placement = {"pilot": chosen.name, "reasons": [why]}
         try:
             chosen.submit_function(fut, fn, tuple(args), dict(kwargs), res.engine)
@@ -240,9 +264,14 @@ class PilotManager:
             with self._lock:
                 self.tasks.remove(fut)
             raise
+        return self._submitted(fut)
+
+    def _submitted(self, fut: TaskFuture) -> TaskFuture:
+        self._emit("submitted", fut.record)
+        fut.add_done_callback(lambda f: self._emit("finished", f.record))
         return fut
 
-    def _submit_quantum(self, pubs, single, kind, pilot, res: Resources, shots, precision, name) -> TaskFuture:
+    def _submit_quantum(self, pubs, single, kind, pilot, res: Resources, shots, precision, name, submitted: float) -> TaskFuture:
         if kind == SAMPLER:
             pubs = [_sampler_pub(p, shots, i) for i, p in enumerate(pubs)]
         circuits = [p[0] for p in pubs]
@@ -253,12 +282,12 @@ class PilotManager:
             loads = p.queue_lengths()
             candidates.extend(Candidate(p.name, q, spec, loads.get(q, 0)) for q, spec in enumerate(p.devices))
         placement = self.policy.place(demand, candidates)
-        fut = self._record(kind, name or circuits[0].name)
+        fut = self._record(kind, name or circuits[0].name, submitted)
         fut.record.placement = placement.to_dict()
         fut.record.devices = (placement.device,)
         item = QuantumItem(fut.task_id, kind, tuple(pubs), placement.qrank, precision, single)
         self.pilot(placement.pilot).submit_quantum(fut, item)
-        return fut
+        return self._submitted(fut)
 
     # ------------------------------------------------------------------ waiting, metrics
     def wait(self, futures: Iterable[Future] | None = None, timeout: float | None = None, return_when: str = "ALL_COMPLETED"):

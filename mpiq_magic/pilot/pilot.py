@@ -3,12 +3,13 @@
 A :class:`Pilot` is a placeholder for work (Pilot-Quantum's pilot job): once started, its
 monitors stand serving the one dispatch path (``monitor_engine.serve``) and classical rank 0
 holds headless Qiskit primitives on them. Tasks wait in the pilot's queue on this side; the
-pilot's agent thread hands them to the engines with ipyparallel ``apply`` (at most ``window``
-outstanding per classical engine, so ``cancel()`` works until a task leaves the queue):
-function tasks to the least busy classical engine, quantum tasks in batches to rank 0, which
-runs them as primitive runs pinned to the devices the placement chose. Every ipyparallel call
-happens on the agent thread; results come back through ipyparallel's ``AsyncResult`` futures,
-whose callbacks complete the task futures.
+pilot's agent thread hands them to the engines (at most ``window`` outstanding per classical
+engine, so ``cancel()`` works until a task leaves the queue): function tasks with ipyparallel
+``apply`` to the least busy classical engine; quantum tasks in batches to rank 0 over the
+pilot's direct link (:mod:`~mpiq_magic.pilot.channel`: signed ZeroMQ messages handled in rank
+0's own event loop, a fraction of an ``apply``'s latency), where they run as primitive runs
+pinned to the devices the placement chose. Every send happens on the agent thread; results
+complete the task futures from ipyparallel's ``AsyncResult`` callbacks and the link's receiver.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import time
 from functools import partial
 from typing import Any, Sequence
 
-from . import agent
+from . import agent, channel
 from .description import PilotDescription
-from .errors import PilotStateError, PilotStoppedError, PilotUsageError, RemoteTaskError
+from .errors import PilotEngineLostError, PilotStateError, PilotStoppedError, PilotUsageError, RemoteTaskError
 from .tasks import FUNCTION, TaskFuture
 
 #: How long the agent thread sleeps when there is nothing to do (it is woken on new work).
@@ -64,6 +65,9 @@ class Pilot:
         self.engine_pids: dict[int, int] = {}
         self._serving: list[Any] = []
         self.error: str | None = None
+        self._channel: Any = None
+        self._batches: dict[int, tuple[int, dict]] = {}  # batch id -> (engine, futures by task id)
+        self._batch_ids = 0
 
     def __repr__(self) -> str:
         d = self.description
@@ -93,11 +97,18 @@ class Pilot:
             for e, ar in zip(classical, setups):
                 ar.get(timeout=d.start_timeout)
             self.engine_pids = {info.engine: info.pid for info in self.cluster.engines}
+            root = min(classical)
+            self._channel = channel.Channel(client, self.name, self._batch_done, self._batches_lost,
+                                            lambda: root in client.ids)
+            client[root].apply_async(agent.open_channel, self._channel.tasks_url,
+                                     self._channel.results_url).get(timeout=d.start_timeout)
             self._outstanding = {e: 0 for e in classical}
             self._qload = {q: 0 for q in range(d.quantum)}
         except BaseException as exc:
             self.state = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
+            if self._channel is not None:
+                self._channel.close()
             if self.cluster is not None:
                 self.cluster.stop()
             raise
@@ -120,6 +131,8 @@ class Pilot:
             item[0].cancel()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
+        if self._channel is not None:
+            self._channel.close()
         if self.cluster is not None:
             self.cluster.stop()
         for fut in list(self._running.values()):
@@ -261,16 +274,51 @@ class Pilot:
     def _send(self, engine: int, kind: str, entries: list) -> None:
         futures = {e[0].task_id: e[0] for e in entries}
         try:
-            view = self.cluster.client[engine]
             if kind == FUNCTION:
                 fut, fn, args, kwargs = entries[0]
-                ar = view.apply_async(agent.run_function, fut.task_id, fn, args, kwargs)
+                ar = self.cluster.client[engine].apply_async(agent.run_function, fut.task_id, fn, args, kwargs)
             else:
-                ar = view.apply_async(agent.run_quantum, [item for _, item in entries])
+                self._batch_ids += 1
+                batch = self._batch_ids
+                with self._cond:
+                    self._batches[batch] = (engine, futures)
+                self._channel.send(batch, [item for _, item in entries])
+                return
         except Exception as exc:  # e.g. the function does not serialize
+            if kind != FUNCTION:
+                with self._cond:
+                    self._batches.pop(batch, None)
             self._done(engine, futures, None, exc)
             return
         ar.add_done_callback(partial(self._finished, engine, futures))
+
+    def _batch_done(self, batch: int, outcomes: list) -> None:
+        """The link's receiver: a quantum batch's outcomes arrived."""
+        with self._cond:
+            engine, futures = self._batches.pop(batch, (None, None))
+        if futures is None:
+            return
+        try:
+            self._done(engine, futures, outcomes, None)
+        except BaseException as bug:  # never leave a future hanging
+            for fut in futures.values():
+                fut._settle(error=bug)
+
+    def _batches_lost(self, batches: list[int], kind: str, text: str) -> None:
+        """The link's receiver: rank 0 went away (``kind="lost"``) or could not read a batch."""
+        for batch in batches:
+            with self._cond:
+                engine, futures = self._batches.pop(batch, (None, None))
+            if futures is None:
+                continue
+            if kind == "lost":
+                error: BaseException = PilotEngineLostError(
+                    f"Pilot {self.name!r}: {text} with quantum task(s) {sorted(futures)} unanswered; "
+                    "their results are lost.")
+            else:
+                error = RemoteTaskError(f"Pilot {self.name!r}: quantum batch of task(s) {sorted(futures)} failed: "
+                                        f"{text.splitlines()[0]}", text)
+            self._done(engine, futures, None, error)
 
     def _finished(self, engine: int, futures: dict, ar) -> None:
         exc = ar.exception()

@@ -77,6 +77,7 @@ class TaskFuture(Future):
         self.record = record
         self.task_id = record.task_id
         self._settle_lock = threading.Lock()
+        self.observer: Any = None  # called as observer("running", record) when the task leaves its queue
 
     def __repr__(self) -> str:
         r = self.record
@@ -93,6 +94,8 @@ class TaskFuture(Future):
                 return False
         self.record.status = "running"
         self.record.sent = time.time()
+        if self.observer is not None:
+            self.observer("running", self.record)
         return True
 
     def _settle(self, *, result: Any = None, error: BaseException | None = None) -> bool:
@@ -120,10 +123,13 @@ class TaskFuture(Future):
         with self._settle_lock:
             if self.cancelled():
                 return True
+            before = self.record.status
+            self.record.status = "cancelled"  # set first: the done callbacks (views) see it
             ok = super().cancel()
             if ok:
-                self.record.status = "cancelled"
-                self.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED: wait() returns
+                self.set_running_or_notify_cancel()
+            else:
+                self.record.status = before  # CANCELLED -> CANCELLED_AND_NOTIFIED: wait() returns
             return ok
 
 
