@@ -185,3 +185,17 @@ def test_static_and_text_forms(moving, capsys):
     assert capsys.readouterr().out == ""  # nothing changed since show()
     small = partition_circuit(ghz(8), [4, 4])
     assert "qrank 0: 4 qubit(s) {0-3}" in PartitionWidget(small, mode="text").summary()
+
+
+def test_distribute_widget_follows_a_quasi_probability_fallback():
+    view = DistributeWidget(mode="text")
+    view.event({"event": "fallback", "from": "feed-forward", "to": "qpd", "reason": "..."})
+    assert "falling back to quasi-probability cuts" in view.summary()
+    view.event({"event": "plan", "mode": "qpd", "overhead": 9.0, "subexperiments": 24})
+    assert "overhead 9, 24 subexperiments" in view.summary()
+    for done in (1, 2, 3):
+        view.event({"event": "executed", "mode": "qpd", "qrank": 0, "done": done, "total": None})
+    view.event({"event": "executed", "mode": "qpd", "qrank": 1, "done": 2, "total": None})
+    assert view.monitors == {0: (3, 3), 1: (2, 2)}
+    view.event({"event": "result", "result": {"mode": "qpd", "expectation_values": [0.1]}})
+    assert "5/5 circuits done on 2 monitor(s) · done (quasi-probability cuts)" in view.summary()

@@ -427,17 +427,22 @@ class HybridCluster:
 
     def distribute(self, circuit, *, shots: int = 1024, partition=None, monitors: int | None = None,
                    max_variants: int = 16, optimization_level: int = 1, timeout: float | None = None,
-                   progress: ProgressCallback | None = None):
-        """Run ``circuit`` across the monitors with exact feed-forward cuts
-        (:func:`mpiq_magic.distribute.execute.distribute`); returns the ``DistributeResult``.
+                   progress: ProgressCallback | None = None, observables=None,
+                   max_overhead: float | None = 1000.0, mode: str = "auto", batches: int = 10):
+        """Run ``circuit`` across the monitors (:func:`mpiq_magic.distribute.execute.distribute`):
+        exact feed-forward cuts, returning the ``DistributeResult``; with ``observables``, where
+        feed-forward does not apply (``mode="auto"``) or ``mode="qpd"``, quasi-probability cuts
+        returning a ``QPDResult`` (refused above ``max_overhead``).
 
         Raises:
             ClusterUsageError: not a circuit, bad ``monitors`` or ``shots``.
-            HybridClusterError: the run failed or was refused (e.g. a cut that is not feed-forward).
+            HybridClusterError: the run failed or was refused (e.g. a cut that is not feed-forward
+                and no observables, or an overhead above ``max_overhead``).
         """
         return _distribute.distribute(self, circuit, shots=shots, partition=partition, monitors=monitors,
                                       max_variants=max_variants, optimization_level=optimization_level,
-                                      timeout=timeout, progress=progress)
+                                      timeout=timeout, progress=progress, observables=observables,
+                                      max_overhead=max_overhead, mode=mode, batches=batches)
 
     def sampler(self, **options: Any):
         """A Qiskit ``SamplerV2`` on this cluster (:class:`mpiq_magic.primitives.SamplerV2`)."""

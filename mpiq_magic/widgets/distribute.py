@@ -454,10 +454,22 @@ class DistributeWidget(PartitionWidget):
             self.set_partition({k: v for k, v in event.items() if k != "event"})
         elif kind == "executed" and isinstance(event.get("qrank"), int) and self._progress.finished is None:
             self.executed(event["qrank"], int(event.get("done") or 0), event.get("total"), event.get("seconds"))
+        elif kind == "fallback":
+            self.stage(f"falling back to {'quasi-probability' if event.get('to') == 'qpd' else event.get('to')} cuts")
+        elif kind == "plan" and event.get("mode") == "qpd":
+            self.stage(f"quasi-probability cuts planned: overhead {event.get('overhead', '?'):g}, "
+                       f"{event.get('subexperiments', '?')} subexperiments"
+                       if isinstance(event.get("overhead"), (int, float)) else "quasi-probability cuts planned")
         elif kind in ("plan", "compile", "reconstruct"):
             self.stage({"plan": "planned", "compile": "compiled, executing", "reconstruct": "reconstructed"}[kind])
-        elif kind == "result" and isinstance(event.get("result"), Mapping) and "blocks" in event["result"]:
-            self.set_result(event["result"])
+        elif kind == "result" and isinstance(event.get("result"), Mapping):
+            if "blocks" in event["result"]:
+                self.set_result(event["result"])
+            else:  # quasi-probability cutting: expectation values, no blocks
+                with self._lock:
+                    p = self._progress
+                    p.stage, p.finished = "done (quasi-probability cuts)", time.monotonic()
+                self._changed()
 
     def _title(self) -> str | None:
         head = self._view.heading() if self._view else "distribute"
