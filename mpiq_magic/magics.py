@@ -15,7 +15,7 @@ Line magics::
     %mpiq attach [PORT_DIR] [--wait W] [--timeout T]   (a -q 0 cluster joins a `mpiq serve` service)
     %mpiq release
     %mpiq qaoa GRAPH [--mode aware|naive|both] [--naive] [-p P] [--eta ETA] [-k K] [--max-part N] [--shots S]
-               [--final-shots S] [--maxiter M] [--grid G] [--seed S] [--optimum V] [--out NAME] [--timeout T]
+               [--final-shots S] [--maxiter M] [--grid G] [--merge exact|qaoa] [--seed S] [--optimum V] [--out NAME] [--timeout T]
       (GRAPH: a variable holding a graph or edge list, or a graph JSON file; live view per mode)
     %mpiq partition [--var circuit] [--qpus 8,8,8,8] [--method M] [--topology full|line|grid] [--out NAME]
       (shows the partition without running; default widths: the running cluster's devices)
@@ -217,6 +217,7 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--final-shots", dest="final_shots", type=_positive_int, default=2048, metavar="S")
     p.add_argument("--maxiter", type=_positive_int, default=40, metavar="M", help="COBYLA iterations per part")
     p.add_argument("--grid", type=_positive_int, default=4, metavar="G", help="start grid of G x G angle pairs")
+    p.add_argument("--merge", choices=["exact", "qaoa"], default="exact", help="orientations: enumerated or QAOA-in-QAOA")
     p.add_argument("--seed", type=_count, default=0, metavar="S")
     p.add_argument("--optimum", type=float, default=None, metavar="V", help="known optimum (default: classical)")
     p.add_argument("--out", type=_identifier, default="qaoa_result", metavar="NAME")

@@ -78,6 +78,8 @@ class QAOAResult:
     optimum: float | None = None
     optimum_method: str | None = None
     devices: list[str] = field(default_factory=list)
+    merge: str = "exact"
+    orientation: Any = None  # the merge QAOA's OrientationResult (merge="qaoa")
 
     @property
     def ratio(self) -> float | None:
@@ -150,6 +152,7 @@ def distributed_qaoa(
     pack: bool = False,
     optimum: float | None = None,
     angles: Sequence[float] | dict[int, Sequence[float]] | None = None,
+    merge: str = "exact",
     on_iteration: Callable[[int, dict[int, float]], None] | None = None,
     on_plan: Callable[[Split, list[PartPlan]], None] | None = None,
 ) -> QAOAResult:
@@ -175,6 +178,8 @@ def distributed_qaoa(
         optimum: the known optimum, for ``ratio`` (default: brute force up to 22 nodes).
         angles: ``[gamma_1..gamma_p, beta_1..beta_p]`` for every part, or ``{part: [...]}``: no
             optimization, only the final samples (compares layouts at equal angles).
+        merge: how the parts' orientations are chosen: ``"exact"`` (enumerated) or ``"qaoa"``
+            (QAOA-in-QAOA: a QAOA on the graph of parts, run on qrank 0; see :mod:`.inqaoa`).
         on_iteration: called ``(step, {part: expected cut})`` after every batch.
         on_plan: called ``(split, [PartPlan, ...])`` once, before the first circuit runs.
 
@@ -185,6 +190,8 @@ def distributed_qaoa(
         raise UsageError(f"mode must be one of {MODES}, got {mode!r}.")
     if not isinstance(p, int) or p < 1:
         raise UsageError(f"p must be an integer >= 1, got {p!r}.")
+    if merge not in ("exact", "qaoa"):
+        raise UsageError(f"merge must be 'exact' or 'qaoa', got {merge!r}.")
     if local_search not in ("boundary", "all"):
         raise UsageError(f"local_search must be 'boundary' or 'all', got {local_search!r}.")
     t_start = time.perf_counter()
@@ -226,8 +233,17 @@ def distributed_qaoa(
         timings["final"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        orientation: list = []
+        orient = None
+        if merge == "qaoa":
+            from .inqaoa import qaoa_orientation
+
+            def orient(same, diff):
+                orientation.append(qaoa_orientation(executor, same, diff, p=p, shots=shots, maxiter=maxiter))
+                _record(executor, wire, "merge")
+                return orientation[-1].flips
         merged = merge_solutions(graph, split.parts, [r.best_assignment for r in results], local_search=local_search,
-                                 candidates=[r.candidates for r in results])
+                                 candidates=[r.candidates for r in results], orient=orient)
         timings["merge"] = time.perf_counter() - t
     finally:
         if owned is not None:
@@ -241,7 +257,7 @@ def distributed_qaoa(
         assignment=merged.assignment, cut=merged.cut, concatenated_cut=merged.concatenated_cut,
         oriented_cut=merged.oriented_cut, split=split, subproblems=results, timings=timings,
         calls=getattr(executor, "calls", 0), wire=wire, optimum=optimum, optimum_method=method,
-        devices=[d.name for d in devices],
+        devices=[d.name for d in devices], merge=merge, orientation=orientation[0] if orientation else None,
     )
 
 
