@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="partition")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()
 
     rows = []
     for name, qc in circuits(args.reps):
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "mean_ratio_vs_time_sliced": mean_ts,
         "mean_ratio_vs_static_hypergraph": mean_hg,
         "ok": mean_ratio <= TARGET,
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
         "rows": rows,
     }
     out = Path(args.out)
@@ -165,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Mean ratio vs the best baseline: **{mean_ratio:.2f}** (target <= {TARGET}: "
         f"**{'met' if result['ok'] else 'missed'}**); vs time-sliced alone {mean_ts:.2f}; "
         f"vs Mt-KaHyPar static hypergraph {mean_hg:.2f}.",
+        "",
+        f"Load average (1, 5, 15 min) at start {tuple(round(x, 2) for x in result['loadavg_start'])}, at end "
+        f"{tuple(round(x, 2) for x in result['loadavg_end'])}.",
     ]
     (out / f"{args.name}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md[-1:]))
+    print("\n".join(md[-3:]))
     print(f"wrote {out / (args.name + '.json')} and {out / (args.name + '.md')}")
     return 0
 

@@ -15,7 +15,7 @@ Line magics::
     %mpiq attach [PORT_DIR] [--wait W] [--timeout T]   (a -q 0 cluster joins a `mpiq serve` service)
     %mpiq release
     %mpiq qaoa GRAPH [--mode aware|naive|both] [--naive] [-p P] [--eta ETA] [-k K] [--max-part N] [--shots S]
-               [--final-shots S] [--maxiter M] [--grid G] [--seed S] [--optimum V] [--out NAME] [--timeout T]
+               [--final-shots S] [--maxiter M] [--grid G] [--merge exact|qaoa] [--seed S] [--optimum V] [--out NAME] [--timeout T]
       (GRAPH: a variable holding a graph or edge list, or a graph JSON file; live view per mode)
     %mpiq partition [--var circuit] [--qpus 8,8,8,8] [--method M] [--topology full|line|grid] [--out NAME]
       (shows the partition without running; default widths: the running cluster's devices)
@@ -26,7 +26,8 @@ Cell magics::
     %%mpiq scatter [--var circuits] [--send-q SPEC] [--shots S] [--out results] [--timeout T] [--no-failover]
     %%mpiq bcast [--var circuit] [--shots S] [--out results] [--timeout T]
     %%mpiq gather [--var result] [--out NAME] [--timeout T]
-    %%mpiq distribute [--var circuit] [--shots S] [--monitors M] [--max-variants V] [--out NAME] [--timeout T]
+    %%mpiq distribute [--var circuit] [--shots S] [--monitors M] [--max-variants V] [--observables NAME]
+                      [--mode auto|feed-forward|qpd] [--max-overhead X] [--out NAME] [--timeout T]
       (the cell runs on the client and defines the circuit; `%mpiq distribute --var NAME` uses an existing one)
 """
 
@@ -143,6 +144,18 @@ def _identifier(text: str) -> str:
     return text
 
 
+def _positive_number(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _widths(text: str) -> list[int]:
     from .distribute.magic import parse_widths  # here, not at import: that package imports qiskit
 
@@ -171,6 +184,7 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--qpu-partition", default=None, metavar="P", help="with --slurm: the monitors on P (a het job)")
     p.add_argument("--slurm-time", default=None, metavar="T", help="with --slurm: the job's --time")
     p.add_argument("--timeout", type=_seconds, default=60.0, metavar="T", help="default timeout of operations")
+    p.add_argument("--interface", default=None, metavar="IF", help="network interface to listen on (default loopback)")
     parser("stop")
     parser("status")
     parser("topology")
@@ -204,6 +218,7 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--final-shots", dest="final_shots", type=_positive_int, default=2048, metavar="S")
     p.add_argument("--maxiter", type=_positive_int, default=40, metavar="M", help="COBYLA iterations per part")
     p.add_argument("--grid", type=_positive_int, default=4, metavar="G", help="start grid of G x G angle pairs")
+    p.add_argument("--merge", choices=["exact", "qaoa"], default="exact", help="orientations: enumerated or QAOA-in-QAOA")
     p.add_argument("--seed", type=_count, default=0, metavar="S")
     p.add_argument("--optimum", type=float, default=None, metavar="V", help="known optimum (default: classical)")
     p.add_argument("--out", type=_identifier, default="qaoa_result", metavar="NAME")
@@ -233,6 +248,11 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--shots", type=_positive_int, default=1024, metavar="S")
     p.add_argument("--monitors", type=_positive_int, default=None, metavar="M", help="monitors used")
     p.add_argument("--max-variants", dest="max_variants", type=_positive_int, default=16, metavar="V")
+    p.add_argument("--observables", type=_identifier, default=None, metavar="NAME",
+                   help="variable holding observables: quasi-probability cuts where feed-forward does not apply")
+    p.add_argument("--mode", choices=["auto", "feed-forward", "qpd"], default="auto")
+    p.add_argument("--max-overhead", dest="max_overhead", type=_positive_number, default=1000.0, metavar="X",
+                   help="refuse quasi-probability cuts above this sampling overhead")
     p.add_argument("--out", type=_identifier, default="distribute_result", metavar="NAME")
     _timeout_arg(p)
     p = parser("partition")
@@ -395,7 +415,7 @@ class MPIQMagics(Magics):
         factory = self.cluster_factory
         if factory is None:
             from .cluster import HybridCluster as factory
-        options = {}
+        options = {"interface": args.interface} if args.interface else {}
         if args.slurm is not None:
             from .cluster.launchers import SlurmEngines
 

@@ -35,7 +35,8 @@ def test_ghz_over_three_monitors_matches_exact(hybrid_cluster):
     assert [c["mode"] for c in result.feed_forward_cuts] == ["frame", "frame"]
     final = {e["qrank"]: (e["done"], e["total"]) for e in events if e["event"] == "executed"}
     assert final == {0: (1, 1), 1: (1, 1), 2: (1, 1)}
-    assert [e["event"] for e in events if e["event"] != "executed"] == ["plan", "compile", "reconstruct", "result"]
+    stages = ["plan", "compile", "reconstruct", "result"]
+    assert [e["event"] for e in events if e["event"] in stages] == stages
 
 
 def test_ladder_with_non_clifford_remainder_matches_exact_and_feeds_the_view(hybrid_cluster):
@@ -66,3 +67,34 @@ def test_a_subset_of_monitors(hybrid_cluster):
     ideal = exact(circuit)
     assert total_variation(result.counts, ideal) <= tv_bound(ideal, SHOTS)
     assert [b.qrank for b in result.blocks] == [0, 1] and len(result.feed_forward_cuts) == 1
+
+
+def test_quasi_probability_fallback_through_the_cluster(hybrid_cluster):
+    """A cut whose control is rotated afterwards is not feed-forward: with observables the run falls
+    back on quasi-probability cuts and returns expectation values within their standard errors."""
+    import numpy as np
+    from qiskit import QuantumCircuit
+    from qiskit.quantum_info import SparsePauliOp
+
+    from mpiq_magic.widgets import DistributeWidget
+
+    qc = QuantumCircuit(4, name="one-cut")
+    qc.h(0); qc.cx(0, 1); qc.ry(0.9, 2); qc.cx(2, 3); qc.cx(1, 2); qc.h(1); qc.rx(0.6, 2); qc.cx(2, 3)  # noqa: E702
+    observables = ["ZZZZ", SparsePauliOp(["IZZI", "ZIIZ"], [0.7, 0.4])]
+    sv = Statevector(qc)
+    exact_values = [float(np.real(sv.expectation_value(SparsePauliOp(o)))) for o in observables]
+    view, events = DistributeWidget(mode="text"), []
+
+    def progress(event):
+        events.append(event["event"])
+        view.event(event)
+
+    r = hybrid_cluster.distribute(qc, observables=observables, shots=2000, partition=[0, 0, 1, 1],
+                                  max_overhead=50, progress=progress)
+    assert type(r).__name__ == "QPDResult" and r.mode == "qpd" and r.overhead == pytest.approx(9.0)
+    assert "fallback" in events and events.index("fallback") < events.index("result")
+    for value, error, want in zip(r.expectation_values, r.standard_errors, exact_values):
+        assert abs(value - want) <= 5 * error + 0.02, (value, error, want)
+    assert sum(done for done, _ in view.monitors.values()) >= 1 and "done (quasi-probability cuts)" in view.summary()
+    with pytest.raises(Exception, match="overhead"):
+        hybrid_cluster.distribute(qc, observables=observables, shots=100, partition=[0, 0, 1, 1], max_overhead=5)

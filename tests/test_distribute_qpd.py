@@ -229,7 +229,7 @@ from mpiq_magic.distribute.execute import distribute
 hc = mpiq.init(devices=sys.argv[1], classical=1, timeout=90)
 if hc.is_quantum:
     from monitor_engine.serve import serve
-    for _ in range(4):  # the root's four distribute calls (collective)
+    for _ in range(5):  # the root's five distribute calls (collective)
         distribute(hc, None)
     report = serve(hc, idle_timeout=100)
     emit({"qrank": hc.qrank, "stopped": report.stopped})
@@ -285,8 +285,12 @@ except FeedForwardError as exc:
     out["no_observables"] = str(exc)
 ghz = QuantumCircuit(4)
 ghz.h(0); ghz.cx(0, 1); ghz.cx(1, 2); ghz.cx(2, 3); ghz.measure_all()
-g = distribute(hc, ghz, observables="ZZZZ", shots=500)
-out["ghz"] = {"type": type(g).__name__, "mode": g.mode, "counts": g.counts}
+g = distribute(hc, ghz, observables=["ZZZZ", "IIIZ"], shots=500)
+out["ghz"] = {"type": type(g).__name__, "mode": g.mode, "counts": g.counts,
+              "values": g.expectation_values.tolist(), "errors": g.standard_errors.tolist()}
+x = distribute(hc, ghz, observables="XXXX", shots=1000)  # X terms: Z-basis samples cannot, QPD can
+out["ghz_x"] = {"type": type(x).__name__, "mode": x.mode, "values": x.expectation_values.tolist(),
+                "errors": x.standard_errors.tolist(), "overhead": x.overhead}
 
 events = []
 with SamplerV2(hc, seed=5) as sampler:
@@ -306,6 +310,10 @@ with SamplerV2(hc, seed=5) as sampler:
             "seconds": time.perf_counter() - t0, "timings": r.timings, "families": r.num_families,
             "transfer": r.transfer,
         })
+    # the same cut again: every family is cached on the monitors, only value rows travel
+    again = cut_and_run(sampler, qc2, ops2, shots=500, max_overhead=50, partition=[0, 0, 1, 1])
+    out["again"] = {"transfer": again.transfer, "families": again.num_families,
+                    "subexperiments": again.num_subexperiments}
 out["events"] = events
 emit(out)
 """
@@ -342,6 +350,9 @@ def test_qpd_through_the_cluster_matches_exact(job):
     for run in root["runs"]:  # one PUB per family: fewer compilations than subexperiments
         assert 0 < run["families"] < run["subexperiments"], run
         assert run["transfer"]["compile_cache"]["misses"] <= 2 * run["families"], run
+    again = root["again"]["transfer"]  # a repeated cut: no compile, no payload, only values
+    assert again["compile_cache"]["misses"] == 0 and again["payloads_sent"] == 0, again
+    assert again["bytes"]["payloads"] == 0 and again["bytes"]["values"] > 0, again
 
 
 def _close(values, errors, exact, coeff_sums, overhead, shots, where):
@@ -376,3 +387,8 @@ def test_distribute_falls_back_on_qpd(job):
     ghz = root["ghz"]  # feed-forward still wins where it applies
     assert ghz["type"] == "DistributeResult" and ghz["mode"] == "feed-forward", ghz
     assert set(ghz["counts"]) == {"0000", "1111"}, ghz
+    assert ghz["values"][0] == 1.0 and ghz["errors"][0] == 0.0, ghz  # parity of 0000 / 1111
+    assert abs(ghz["values"][1]) < 5 * ghz["errors"][1] and 0 < ghz["errors"][1] < 0.1, ghz
+    gx = root["ghz_x"]
+    assert gx["type"] == "QPDResult" and gx["mode"] == "qpd" and gx["overhead"] == 9, gx
+    _close(gx["values"], gx["errors"], [1.0], [1.0], gx["overhead"], 1000, gx)

@@ -340,6 +340,26 @@ def test_distribute_plans_on_the_client_and_shows_the_partition(ip, magics):
         ip.user_ns["not_ff"] = QuantumCircuit_with_a_non_feedforward_cut()
         assert run_error(ip, "%mpiq distribute --var not_ff") is None
         assert "partition" not in calls[-1][1]  # the cluster decides (and explains) on its own
+        # observables: quasi-probability cuts where feed-forward does not apply (the run decides)
+        ip.user_ns["obs"] = ["ZZ", "XX"]
+        assert run_error(ip, "%mpiq distribute --var not_ff --observables obs --max-overhead 50") is None
+        assert calls[-1][1] == {"observables": ["ZZ", "XX"], "mode": "auto", "max_overhead": 50.0, "shots": 1024,
+                                "monitors": None, "max_variants": 16, "timeout": None}
+        # X terms: Z-basis samples cannot estimate them, so no feed-forward plan is made; --mode qpd neither
+        assert run_error(ip, "%mpiq distribute --var ladder --observables obs") is None
+        assert "partition" not in calls[-1][1] and calls[-1][1]["observables"] == ["ZZ", "XX"]
+        assert run_error(ip, "%mpiq distribute --var ladder --mode qpd --observables obs") is None
+        assert "partition" not in calls[-1][1] and calls[-1][1]["mode"] == "qpd"
+        ip.user_ns["zobs"] = "Z" * 9
+        assert run_error(ip, "%mpiq distribute --var ladder --observables zobs") is None
+        assert calls[-1][1]["partition"].method == "contiguous"  # Z terms: feed-forward samples estimate them
+        for line, expected in [
+            ("%mpiq distribute --var ladder --observables nothing_here", "No variable `nothing_here` holds observables"),
+            ("%mpiq distribute --var ladder --max-overhead 0", "expected a positive number, got '0'"),
+            ("%mpiq distribute --var ladder --mode exact", "invalid choice: 'exact'"),
+        ]:
+            err = run_error(ip, line)
+            assert isinstance(err, UsageError) and expected in str(err), (line, err)
     finally:
         run_error(ip, "%mpiq stop")
 

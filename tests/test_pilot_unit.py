@@ -89,3 +89,41 @@ def test_futures_and_metrics_without_processes(tmp_path):
     text = metrics.to_csv(rows, tmp_path / "m.csv")
     assert text.splitlines()[0].startswith("task_id,kind,name,pilot")
     assert metrics.summary(rows)["status"] == {"done": 1, "cancelled": 1}
+
+
+def test_demand_counts_equal_a_walk_of_the_instructions():
+    """Demand.of uses Qiskit's Rust counts (count_ops, num_nonlocal_gates): same numbers as walking
+    every instruction, for 1-, 2- and 3-qubit gates, rz (virtual), barriers, resets and measures."""
+    from qiskit import QuantumCircuit
+
+    a = QuantumCircuit(4)
+    a.h(0)
+    a.rz(0.3, 1)
+    a.cx(0, 1)
+    a.ccx(0, 1, 2)
+    a.barrier()
+    a.reset(3)
+    a.sx(3)
+    a.rzz(0.2, 2, 3)
+    a.measure_all()
+    b = QuantumCircuit(2)
+    b.x(0)
+    b.swap(0, 1)
+    b.measure_all()
+    ops: dict[str, int] = {}
+    one_q = two_q = measures = 0
+    for qc in (a, b):
+        for inst in qc.data:
+            name = inst.operation.name
+            ops[name] = ops.get(name, 0) + 1
+            if name == "measure":
+                measures += 1
+            elif name in ("barrier", "reset", "delay"):
+                continue
+            elif len(inst.qubits) >= 2:
+                two_q += 1
+            elif name != "rz":
+                one_q += 1
+    d = Demand.of([a, b], Resources())
+    assert (dict(d.ops), d.one_q, d.two_q, d.measures, d.qubits) == (ops, one_q, two_q, measures, 4)
+    assert (d.one_q, d.two_q, d.measures) == (3, 4, 6)  # h, sx, x; cx, ccx, rzz, swap

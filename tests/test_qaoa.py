@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import networkx as nx
+import numpy as np
 import pytest
 
 from mpiq_magic.kernel.calibration import (
@@ -274,10 +275,10 @@ def test_qaoa_magic_parses_with_defaults_and_options():
     name, args = M.parse("qaoa g", None)
     assert name == "qaoa"
     assert (args.graph, args.mode, args.p, args.eta, args.k, args.max_part, args.shots, args.final_shots,
-            args.maxiter, args.grid, args.seed, args.optimum, args.out, args.timeout) == (
-        "g", "aware", 1, 0.05, 2, None, 512, 2048, 40, 4, 0, None, "qaoa_result", None)
+            args.maxiter, args.grid, args.seed, args.optimum, args.out, args.timeout, args.merge) == (
+        "g", "aware", 1, 0.05, 2, None, 512, 2048, 40, 4, 0, None, "qaoa_result", None, "exact")
     _, args = M.parse("qaoa graph.json --naive -p 2 --eta 0.03 -k 3 --max-part 6 --shots 64 --final-shots 128 "
-                      "--maxiter 5 --grid 2 --seed 4 --optimum 30 --out r --timeout 90", None)
+                      "--maxiter 5 --grid 2 --seed 4 --optimum 30 --out r --timeout 90 --merge qaoa", None)
     assert (args.graph, args.mode, args.p, args.eta, args.k, args.max_part, args.shots, args.final_shots,
             args.maxiter, args.grid, args.seed, args.optimum, args.out, args.timeout) == (
         "graph.json", "naive", 2, 0.03, 3, 6, 64, 128, 5, 2, 4, 30.0, "r", 90.0)
@@ -285,7 +286,7 @@ def test_qaoa_magic_parses_with_defaults_and_options():
     from mpiq_magic.qaoa.magic import options_of
 
     assert options_of(args) == {"p": 2, "eta": 0.03, "k": 3, "shots": 64, "final_shots": 128, "maxiter": 5,
-                                "grid": 2, "seed": 4, "max_part": 6}
+                                "grid": 2, "merge": "qaoa", "seed": 4, "max_part": 6}
 
 
 @pytest.mark.parametrize("line, expected", [
@@ -307,17 +308,13 @@ def test_qaoa_magic_usage_errors(line, expected):
 
 def test_qaoa_magic_needs_a_cluster_and_a_graph(tmp_path):
     from IPython.core.error import UsageError as IPythonUsageError
-    from IPython.testing.globalipapp import start_ipython
 
     from mpiq_magic import magics as M
     from mpiq_magic.qaoa.magic import resolve_graph
 
-    from IPython import get_ipython
-
-    ip = start_ipython() or get_ipython()  # None when another test module started it
-    ip.run_line_magic("load_ext", "mpiq_magic")
-    err = ip.run_cell("%mpiq qaoa g").error_in_exec
-    assert isinstance(err, IPythonUsageError) and M.NO_CLUSTER in str(err)
+    # the magics object without a shell (the global test shell belongs to test_magics_parsing)
+    with pytest.raises(IPythonUsageError, match="No hybrid cluster is running"):
+        M.MPIQMagics(shell=None).mpiq("qaoa g")
     g = nx.cycle_graph(5)
     assert nx.utils.graphs_equal(resolve_graph("g", {"g": g}), as_graph(g))
     assert resolve_graph("e", {"e": [(0, 1), (1, 2)]}).number_of_edges() == 2
@@ -452,3 +449,67 @@ def test_milp_maxcut_is_exact(seed):
     from mpiq_magic.qaoa import classical_baseline
 
     assert classical_baseline(big) == (value, "exact (MILP, HiGHS)")
+
+
+def test_fixed_angles_sample_once_without_optimizing():
+    devices = [DeviceSpec("127.0.0.1", i, num_qubits=6, seed=30 + i) for i in range(2)]
+    g = regular_graph(10, 3, seed=2)
+    r = distributed_qaoa(g, devices, max_part=5, final_shots=64, angles={0: [0.6, 0.35], 1: [0.7, 0.3]})
+    assert r.calls == 1 and [s.evaluations for s in r.subproblems] == [0, 0]
+    assert [s.params for s in r.subproblems] == [{"gamma[0]": 0.6, "beta[0]": 0.35}, {"gamma[0]": 0.7, "beta[0]": 0.3}]
+    with pytest.raises(UsageError, match=r"angles must be 2 numbers .* got \[0.6\]"):
+        distributed_qaoa(g, devices, max_part=5, angles=[0.6])
+    with pytest.raises(UsageError, match="angles has no entry for part 1"):
+        distributed_qaoa(g, devices, max_part=5, angles={0: [0.6, 0.3]})
+
+
+def test_qaoa_in_qaoa_merge_finds_the_best_orientation():
+    """merge="qaoa": the parts' orientations come from a QAOA on the graph of parts (run through
+    the same executor); with 4 parts it samples the best of the 8 orientations, so the oriented
+    cut equals the enumerated merge's on the same sub-solutions."""
+    from mpiq_magic.qaoa.inqaoa import orientation_graph
+
+    devices = [DeviceSpec("127.0.0.1", i, num_qubits=8, seed=40 + i) for i in range(2)]
+    g = regular_graph(16, 3, seed=4)
+    runs = {m: distributed_qaoa(g, devices, max_part=4, seed=3, maxiter=4, grid=1, shots=128, final_shots=128,
+                                merge=m, local_search="boundary") for m in ("exact", "qaoa")}
+    exact, quantum = runs["exact"], runs["qaoa"]
+    assert len(exact.split.parts) == 4
+    assert [s.best_assignment for s in quantum.subproblems] == [s.best_assignment for s in exact.subproblems]
+    o = quantum.orientation
+    assert o is not None and o.evaluations > 0 and o.value == o.best_value and 0 < o.p_best <= 1
+    assert quantum.oriented_cut == exact.oriented_cut and quantum.cut == cut_value(g, quantum.assignment)
+    assert quantum.calls == exact.calls + o.evaluations + 1  # the merge QAOA's steps and final sample
+    assert quantum.wire[-1]["kind"] == "merge" and exact.orientation is None
+    same, diff = np.array([[0, 2], [2, 0]]), np.array([[0, 5], [5, 0]])
+    assert list(orientation_graph(same, diff).edges(data="weight")) == [(0, 1, 3.0)]
+    with pytest.raises(UsageError, match="merge must be 'exact' or 'qaoa'"):
+        distributed_qaoa(g, devices, merge="quantum")
+
+
+def test_qaoa_view_in_widget_mode_updates_the_live_figure_in_place():
+    """Widget mode: the FigureWidget is rebuilt once when the plan adds traces, then every
+    iteration reaches it in place (each flush sends the energies so far)."""
+    from mpiq_magic.widgets import QAOAWidget
+
+    devices = [DeviceSpec("127.0.0.1", i, num_qubits=8, seed=3 + i) for i in range(2)]
+    g = regular_graph(10, 3, seed=5)
+    view = QAOAWidget(g, devices, eta=0.05, mode="widget")
+    view.widget  # noqa: B018 - builds the panel
+    before = len(view._fig.data)
+    seen = []
+
+    def step(i, energies):
+        view.iteration(i, energies)
+        view.flush()
+        fig = view._fig
+        seen.append({int(str(t.meta).rsplit("-", 1)[1]): list(t.y) for t in fig.data
+                     if str(t.meta).startswith("mpiq-qaoa-energy-")} == view.energies)
+
+    result = distributed_qaoa(g, devices, max_part=5, maxiter=4, grid=1, shots=32, final_shots=32,
+                              on_plan=view.plan, on_iteration=step)
+    view.set_result(result)
+    view.flush()
+    assert len(view._fig.data) > before and seen and all(seen) and view.throttle.last_error is None
+    assert "cut" in view._header.value and view._fig.layout.title.text.startswith("QAOA MaxCut (aware)")
+    view.release()

@@ -119,18 +119,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _notebook(path: Path, kernel: str) -> None:
+def _notebook(path: Path, kernel: str, cells: list[str]) -> None:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": kernel, "display_name": "mpiq test", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(SETUP_CELL), nbformat.v4.new_code_cell(RUN_CELL)]
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     nbformat.write(nb, str(path))
 
 
 @pytest.fixture
-def jupyterlab(tmp_path):
-    """JupyterLab on 127.0.0.1 with isolated config/data/settings dirs and a kernel for this Python."""
+def jupyterlab(tmp_path, request):
+    """JupyterLab on 127.0.0.1 with isolated config/data/settings dirs and a kernel for this Python,
+    opening widgets.ipynb: this module's two cells, or the cells given by indirect parametrization."""
     pytest.importorskip("jupyterlab", reason="jupyterlab is not installed (pip install -e '.[test]').")
     pytest.importorskip("playwright", reason="playwright is not installed (pip install -e '.[test]').")
     dirs = {name: tmp_path / name for name in ("config", "data", "runtime", "settings", "workspaces", "root")}
@@ -145,7 +146,7 @@ def jupyterlab(tmp_path):
     (dirs["config"] / "labconfig").mkdir()
     (dirs["config"] / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    _notebook(dirs["root"] / "widgets.ipynb", "mpiq-test")
+    _notebook(dirs["root"] / "widgets.ipynb", "mpiq-test", getattr(request, "param", None) or [SETUP_CELL, RUN_CELL])
     token, port = secrets.token_hex(16), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "MPIQ_WIDGETS"}
     env.update(JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),

@@ -107,21 +107,25 @@ def test_parse_widths():
 
 
 # ----------------------------------------------------------------------------- live views
-def test_partition_widget_updates_in_place(moving):
+def test_partition_widget_draws_each_partition_in_a_figure_made_for_it(moving):
+    """No figure until there is something to draw; a new partition gets a new FigureWidget holding
+    it from the start (plotly's in-place edits are lost by a page still loading its widget code)."""
     view = PartitionWidget(mode="widget", max_rate=1000)
-    view.widget
-    cells = heat(view._fig)
-    assert list(cells.z or []) == []
+    box = view.widget
+    assert view._fig is None and list(box.children) == [view._header]
     view.set_partition(moving)
     view.flush()
-    assert heat(view._fig) is cells and len(cells.z) == 12  # the same trace, new data
-    assert list(bars(view._fig).y) == list(moving.ebits_per_layer)
-    assert f"{moving.ebits} e-bits" in view._header.value
+    first = view._fig
+    assert list(box.children) == [view._header, first]
+    assert [list(r) for r in heat(first).z] == [list(r) for r in partition_view(moving).cells]
+    assert list(bars(first).y) == list(moving.ebits_per_layer) and f"{moving.ebits} e-bits" in view._header.value
     other = partition_circuit(qft_like(12), [4, 4, 4], method="static")
     assert other.ebits_per_layer != moving.ebits_per_layer
     view.set_partition(other)
     view.flush()
-    assert list(bars(view._fig).y) == list(other.ebits_per_layer) and heat(view._fig) is cells
+    assert view._fig is not first and list(box.children) == [view._header, view._fig]
+    assert list(bars(view._fig).y) == list(other.ebits_per_layer)
+    assert first.comm is None  # the replaced figure's widget is closed
     view.release()
 
 
@@ -132,6 +136,9 @@ def test_distribute_widget_follows_the_run_events():
     dash = Dashboard(view)
     dash(planned.event)
     assert view.monitors == {0: (0, 1), 1: (0, 2), 2: (0, 2)}  # variants assigned per monitor
+    view.flush()
+    fig = view._fig
+    assert list(next(t for t in fig.data if t.meta == "mpiq-distribute-done").x) == [0, 0, 0]
     dash.callback("plan", {"summary": "...", "partition": "contiguous"})
     dash.callback("compile", {"circuits": 5, "compiled": 5})
     for q, done, total in [(1, 1, 2), (0, 1, 1), (2, 1, 2), (2, 2, 2), (1, 2, 2)]:
@@ -139,6 +146,7 @@ def test_distribute_widget_follows_the_run_events():
                                    "seconds": 0.01})
     view.flush()
     assert view.monitors == {0: (1, 1), 1: (2, 2), 2: (2, 2)}
+    assert view._fig is fig  # progress edits the figure in place
     done = next(t for t in view._fig.data if t.meta == "mpiq-distribute-done")
     total = next(t for t in view._fig.data if t.meta == "mpiq-distribute-total")
     assert list(done.x) == [1, 2, 2] and list(total.x) == [1, 2, 2] and list(done.text) == ["1/1", "2/2", "2/2"]
@@ -177,3 +185,17 @@ def test_static_and_text_forms(moving, capsys):
     assert capsys.readouterr().out == ""  # nothing changed since show()
     small = partition_circuit(ghz(8), [4, 4])
     assert "qrank 0: 4 qubit(s) {0-3}" in PartitionWidget(small, mode="text").summary()
+
+
+def test_distribute_widget_follows_a_quasi_probability_fallback():
+    view = DistributeWidget(mode="text")
+    view.event({"event": "fallback", "from": "feed-forward", "to": "qpd", "reason": "..."})
+    assert "falling back to quasi-probability cuts" in view.summary()
+    view.event({"event": "plan", "mode": "qpd", "overhead": 9.0, "subexperiments": 24})
+    assert "overhead 9, 24 subexperiments" in view.summary()
+    for done in (1, 2, 3):
+        view.event({"event": "executed", "mode": "qpd", "qrank": 0, "done": done, "total": None})
+    view.event({"event": "executed", "mode": "qpd", "qrank": 1, "done": 2, "total": None})
+    assert view.monitors == {0: (3, 3), 1: (2, 2)}
+    view.event({"event": "result", "result": {"mode": "qpd", "expectation_values": [0.1]}})
+    assert "5/5 circuits done on 2 monitor(s) · done (quasi-probability cuts)" in view.summary()

@@ -99,6 +99,10 @@ class DistributeResult:
     compile_cache: dict[str, int] = field(default_factory=dict)
     payload_bytes: int = 0
     mode: str = "feed-forward"  # QPDResult.mode is "qpd"
+    #: with ``distribute(observables=...)`` (Z-diagonal): their values and standard errors from
+    #: the samples (:meth:`expectation`), in the order given; None without observables
+    expectation_values: np.ndarray | None = None
+    standard_errors: np.ndarray | None = None
 
     def bitarray(self) -> BitArray:
         return BitArray(self.bits, self.num_clbits)
@@ -110,6 +114,42 @@ class DistributeResult:
 
     def probabilities(self) -> dict[str, float]:
         return {k: v / self.shots for k, v in self.counts.items()}
+
+    def expectation(self, observables) -> tuple[np.ndarray, np.ndarray]:
+        """Expectation values and standard errors of Z-diagonal observables from the samples.
+
+        ``observables``: a Pauli string of ``I``/``Z`` over the clbits (clbit 0 rightmost; with
+        every qubit measured in order, or no measurement in the input, clbit i is qubit i), a
+        ``SparsePauliOp`` of such terms, or a list of them. The standard error is the sample
+        standard deviation of the per-shot value over sqrt(shots): feed-forward samples the uncut
+        distribution exactly, so there is no sampling overhead to add.
+
+        Raises:
+            UsageError: a non-diagonal term (X or Y: use ``distribute(..., mode="qpd")``), or the
+                wrong number of letters.
+        """
+        from qiskit.quantum_info import SparsePauliOp
+
+        from ..kernel.errors import UsageError
+
+        items = [observables] if isinstance(observables, (str, SparsePauliOp)) else list(observables)
+        bits = np.unpackbits(np.asarray(self.bits, dtype=np.uint8), axis=-1, bitorder="big")
+        bits = bits[:, bits.shape[1] - self.num_clbits:][:, ::-1].astype(np.int64)  # column c = clbit c
+        values, errors = [], []
+        for i, item in enumerate(items):
+            op = SparsePauliOp(item)
+            if op.num_qubits != self.num_clbits:
+                raise UsageError(f"Observable {i} ({item!r}) has {op.num_qubits} letters but the result has "
+                                 f"{self.num_clbits} clbits; give one letter per clbit (clbit 0 rightmost).")
+            if np.any(op.paulis.x):
+                raise UsageError(f"Observable {i} ({item!r}) has X or Y terms, which Z-basis samples cannot "
+                                 "estimate; run distribute(..., observables=..., mode='qpd') for those.")
+            per_shot = np.zeros(bits.shape[0])
+            for z, c in zip(op.paulis.z, op.coeffs):
+                per_shot += float(np.real(c)) * (1 - 2 * (bits[:, z].sum(axis=1) & 1))
+            values.append(float(per_shot.mean()))
+            errors.append(float(per_shot.std(ddof=1) / math.sqrt(len(per_shot))) if len(per_shot) > 1 else 0.0)
+        return np.array(values), np.array(errors)
 
     @property
     def feed_forward_cuts(self) -> list[dict[str, Any]]:
@@ -137,6 +177,8 @@ class DistributeResult:
             "bit_rates": {str(k): v for k, v in self.bit_rates.items()},
             "timings": dict(self.timings), "measured_all": self.measured_all,
             "compile_cache": self.compile_cache, "payload_bytes": self.payload_bytes, "mode": self.mode,
+            "expectation_values": None if self.expectation_values is None else self.expectation_values.tolist(),
+            "standard_errors": None if self.standard_errors is None else self.standard_errors.tolist(),
         }
 
 
@@ -297,6 +339,12 @@ def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, see
             raise PartitionError(f"mode={qpd['mode']!r} is not one of {', '.join(MODES)}.")
         if qpd["mode"] == "qpd":
             return _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start)
+        ff_observables, why = clbit_observables(circuit, qpd["observables"])
+        if why is not None:
+            if qpd["mode"] == "feed-forward":
+                raise PartitionError(f"{why} Feed-forward samples the Z basis; use mode='qpd' or 'auto'.")
+            report("fallback", {"from": "feed-forward", "to": "qpd", "reason": why})
+            return _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start)
         try:
             plan, name = plan_for_devices(circuit, hc.devices, partition=partition, monitors=monitors,
                                           max_variants=max_variants)
@@ -355,13 +403,60 @@ def _root(hc, job, circuit, shots, partition, monitors, max_variants, level, see
             variants=block.num_variants if block.runs else 0, methods=tuple(r.method for r in mine),
             seconds=float(sum(r.timings.get("execute", 0.0) for r in mine)),
         ))
-    return DistributeResult(
+    result = DistributeResult(
         num_qubits=plan.num_qubits, num_clbits=plan.num_clbits, shots=st.shots, bits=st.bits,
         partition=name, blocks=blocks, cuts=[c.to_dict() for c in plan.cuts], executions=plan.executions,
         timings=timings, bit_rates=st.bit_rates, measured_all=plan.measured_all,
         compile_cache={"compiled": cache.misses - misses0, "circuits": len(shares)},
         payload_bytes=sum(s.payload.nbytes for s in shares),
     )
+    if ff_observables:
+        result.expectation_values, result.standard_errors = result.expectation(ff_observables)
+    return result
+
+
+def clbit_observables(circuit: QuantumCircuit, observables) -> tuple[list | None, str | None]:
+    """``observables`` over the circuit's qubits rewritten over the clbits that feed-forward
+    samples (each qubit's last measurement; clbit i = qubit i when the circuit measures nothing),
+    or ``(None, reason)`` where Z-basis samples cannot estimate them (an X or Y term, or a
+    qubit of a term never measured). ``([], None)`` without observables."""
+    from qiskit.quantum_info import Pauli, PauliList, SparsePauliOp
+
+    if observables is None:
+        return [], None
+    items = [observables] if isinstance(observables, (str, Pauli, SparsePauliOp)) else list(observables)
+    if isinstance(observables, PauliList):
+        items = list(observables)
+    n = circuit.num_qubits
+    measured = {}
+    for inst in circuit.data:
+        if inst.operation.name == "measure":
+            measured[circuit.find_bit(inst.qubits[0]).index] = circuit.find_bit(inst.clbits[0]).index
+    if not measured:
+        measured, nbits = {q: q for q in range(n)}, n
+    else:
+        nbits = circuit.num_clbits
+    out = []
+    for i, item in enumerate(items):
+        try:
+            op = SparsePauliOp(item)
+        except Exception as exc:  # noqa: BLE001 - reported with the item
+            raise PartitionError(f"Observable {i} ({item!r}) is not a Pauli string or SparsePauliOp: {exc}.") from None
+        if op.num_qubits != n:
+            raise PartitionError(f"Observable {i} acts on {op.num_qubits} qubits but the circuit has {n}; give "
+                                 "one Pauli letter per qubit (qubit 0 rightmost).")
+        if np.any(op.paulis.x):
+            return None, f"Observable {i} ({item!r}) has X or Y terms, which Z-basis samples cannot estimate."
+        labels = []
+        for z in op.paulis.z:
+            letters = ["I"] * nbits
+            for q in np.flatnonzero(z):
+                if int(q) not in measured:
+                    return None, f"Observable {i} ({item!r}) needs qubit {int(q)}, which the circuit never measures."
+                letters[measured[int(q)]] = "Z"
+            labels.append("".join(reversed(letters)))
+        out.append(SparsePauliOp(labels, op.coeffs))
+    return out, None
 
 
 def _root_qpd(hc, job, dispatcher, circuit, shots, partition, monitors, limit, report, qpd, t_start) -> QPDResult:

@@ -6,7 +6,8 @@ monitor is assigned (:class:`~mpiq_magic.widgets.DistributeWidget`), then runs
 ``HybridCluster.distribute`` with that partition, so it is not searched twice; the view counts the
 monitors' results as their ``executed`` events arrive. A circuit the client cannot plan for (not a
 feed-forward circuit, not a ``QuantumCircuit``) goes to the cluster unplanned, which decides
-(and explains) what happens.
+(and explains) what happens: with ``--observables`` it falls back on quasi-probability cuts
+(``--mode qpd`` asks for them, ``--max-overhead`` bounds their sampling overhead).
 
 ``%mpiq partition`` shows a partition without running anything
 (:class:`~mpiq_magic.widgets.PartitionWidget`), over ``--qpus`` widths or the running cluster's
@@ -92,8 +93,17 @@ def distribute_cell(magics: Any, args: Any, cell: str | None) -> None:
             f"QuantumCircuit(...)`) or name another one with --var."
         )
     circuit = ns[args.var]
-    planned = _try_plan(cluster, circuit, args.monitors, args.max_variants)
+    observables = None
+    if args.observables is not None:
+        if args.observables not in ns:
+            raise UsageError(f"No variable `{args.observables}` holds observables; define it (e.g. a Pauli string "
+                             "or a SparsePauliOp) or drop --observables.")
+        observables = ns[args.observables]
+    planned = None if not _feed_forward_first(circuit, observables, args.mode) else _try_plan(
+        cluster, circuit, args.monitors, args.max_variants)
     extra = {} if planned is None else {"partition": planned.partition}
+    if args.observables is not None or args.mode != "auto" or args.max_overhead != 1000.0:
+        extra.update(observables=observables, mode=args.mode, max_overhead=args.max_overhead)
 
     def call(progress: Any = None, **kw: Any) -> Any:
         if planned is not None and progress is not None:
@@ -105,8 +115,24 @@ def distribute_cell(magics: Any, args: Any, cell: str | None) -> None:
     ns[args.out] = result
     if hasattr(result, "summary"):
         print(result.summary())
-    print(f"[mpiq] The DistributeResult is `{args.out}`.")
+    kind = type(result).__name__ if hasattr(result, "summary") else "result"
+    print(f"[mpiq] The {kind} is `{args.out}`.")
     return None
+
+
+def _feed_forward_first(circuit: Any, observables: Any, mode: str) -> bool:
+    """Whether the run tries feed-forward cuts first (then the client plans and shows them):
+    not with ``mode="qpd"``, nor with observables that Z-basis samples cannot estimate."""
+    if mode == "qpd":
+        return False
+    if observables is None:
+        return True
+    try:
+        from .execute import clbit_observables
+
+        return clbit_observables(circuit, observables)[0] is not None
+    except Exception:  # malformed observables: the run says what is wrong
+        return False
 
 
 def _try_plan(cluster: Any, circuit: Any, monitors: int | None, max_variants: int) -> ClientPlan | None:
@@ -118,7 +144,7 @@ def _try_plan(cluster: Any, circuit: Any, monitors: int | None, max_variants: in
         return None
     try:
         return plan_on_client(list(devices), circuit, monitors=monitors, max_variants=max_variants)
-    except MPIQUsageError:  # not feed-forward, does not fit, ...: the run says so with the cluster's view
+    except Exception:  # not feed-forward, does not fit, ...: the run decides and says so, with the cluster's view
         return None
 
 

@@ -17,15 +17,16 @@ grow by that factor. It is computed and checked against ``max_overhead`` *before
 Cuts are chosen by ``find_cuts`` (widths: ``max_qubits``, default the widest monitor of the
 sampler) or given as partition labels (a string such as ``"AABB"``, a ``qubit -> qrank``
 sequence, or a static :class:`~mpiq_magic.distribute.PartitionResult`), which cut every gate
-between partitions (``partition_problem``). Subexperiments of one partition run as one
-``sampler.run`` call (``generate_cutting_experiments``), so the cluster compiles each distinct
-subexperiment once per device and later runs hit its compile and payload caches.
-:func:`reconstruct` combines them on the caller's side: qiskit-addon-cutting's
-``reconstruct_expectation_values``, vectorized over shots with numpy (the addon loops over
-shots in Python; the tests check both agree). The standard error is a
-batch-means estimate: the shots of every subexperiment are split into ``batches`` slices,
-each slice is reconstructed on its own, and the spread of those values, divided by
-sqrt(batches), estimates the error of the full reconstruction.
+between partitions (``partition_problem``). The subexperiments are generated as parameterized
+*families* (:mod:`.families`: one circuit per shape of the cut gates' basis instructions, the
+instructions' angles as value rows; mid-circuit measurements deferred to ancillas where the
+family still fits) and run as one ``sampler.run`` of one PUB per family, so the cluster compiles
+each family once per device target and otherwise sends values. :mod:`.qpd_reconstruct`
+combines them on the caller's side: qiskit-addon-cutting's ``reconstruct_expectation_values``,
+vectorized over shots; the standard error is a batch-means estimate (the shots of every
+subexperiment split into ``batches`` slices, each reconstructed alone, spread / sqrt(batches)).
+``distribute(..., observables=...)`` uses all this as the fallback of feed-forward cuts
+(:mod:`.qpd_dispatch`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import metrics as _metrics
 from .agent import QuantumItem
@@ -74,6 +74,7 @@ class PilotManager:
         self.tasks: list[TaskFuture] = []
         self._lock = threading.Lock()
         self._rr = 0
+        self._listeners: list[Callable[[str, TaskRecord], None]] = []
 
     def __repr__(self) -> str:
         return f"<PilotManager pilots={list(self.pilots)} tasks={len(self.tasks)}>"
@@ -214,8 +215,31 @@ class PilotManager:
             raise PilotStateError(f"No pilot is running (pilots: {sorted(self.pilots) or 'none'}); create_pilot() first.")
         return live
 
+    # ------------------------------------------------------------------ task events
+    def subscribe(self, listener: Callable[[str, TaskRecord], None]) -> Callable[[], None]:
+        """Call ``listener(event, record)`` as tasks move: ``"submitted"`` (queued on its pilot),
+        ``"running"`` (sent to an engine), ``"finished"`` (done, failed or cancelled). It runs on
+        the thread that moved the task (the caller, a pilot's agent thread or a result callback),
+        so it must be quick; a listener that raises is dropped. Returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(listener)
+        return lambda: self.unsubscribe(listener)
+
+    def unsubscribe(self, listener: Callable[[str, TaskRecord], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _emit(self, event: str, record: TaskRecord) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, record)
+            except Exception:  # a broken view must not break the tasks
+                self.unsubscribe(listener)
+
     def _record(self, kind: str, name: str, submitted: float) -> TaskFuture:
         fut = TaskFuture(TaskRecord(next_task_id(), kind, name, submit=submitted))
+        fut.observer = self._emit
         with self._lock:
             self.tasks.append(fut)
         return fut
@@ -240,6 +264,11 @@ class PilotManager:
             with self._lock:
                 self.tasks.remove(fut)
             raise
+        return self._submitted(fut)
+
+    def _submitted(self, fut: TaskFuture) -> TaskFuture:
+        self._emit("submitted", fut.record)
+        fut.add_done_callback(lambda f: self._emit("finished", f.record))
         return fut
 
     def _submit_quantum(self, pubs, single, kind, pilot, res: Resources, shots, precision, name, submitted: float) -> TaskFuture:
@@ -258,7 +287,7 @@ class PilotManager:
         fut.record.devices = (placement.device,)
         item = QuantumItem(fut.task_id, kind, tuple(pubs), placement.qrank, precision, single)
         self.pilot(placement.pilot).submit_quantum(fut, item)
-        return fut
+        return self._submitted(fut)
 
     # ------------------------------------------------------------------ waiting, metrics
     def wait(self, futures: Iterable[Future] | None = None, timeout: float | None = None, return_when: str = "ALL_COMPLETED"):

@@ -77,6 +77,7 @@ class TaskFuture(Future):
         self.record = record
         self.task_id = record.task_id
         self._settle_lock = threading.Lock()
+        self.observer: Any = None  # called as observer("running", record) once the task was sent
 
     def __repr__(self) -> str:
         r = self.record
@@ -94,6 +95,12 @@ class TaskFuture(Future):
         self.record.status = "running"
         self.record.sent = time.time()
         return True
+
+    def _notify_sent(self) -> None:
+        """Tell the observer the task left its queue (called by the pilot after sending, outside
+        its lock, so a listener never delays a send)."""
+        if self.observer is not None:
+            self.observer("running", self.record)
 
     def _settle(self, *, result: Any = None, error: BaseException | None = None) -> bool:
         """Complete once; later attempts (a stop racing a result) are ignored."""
@@ -120,10 +127,13 @@ class TaskFuture(Future):
         with self._settle_lock:
             if self.cancelled():
                 return True
+            before = self.record.status
+            self.record.status = "cancelled"  # set first: the done callbacks (views) see it
             ok = super().cancel()
             if ok:
-                self.record.status = "cancelled"
-                self.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED: wait() returns
+                self.set_running_or_notify_cancel()
+            else:
+                self.record.status = before  # CANCELLED -> CANCELLED_AND_NOTIFIED: wait() returns
             return ok
 
 

@@ -20,7 +20,7 @@ def _cmd_qaoa(args: argparse.Namespace) -> int:
     as_graph(args.graph)  # refuse a bad graph before anything starts
     modes = ["aware", "naive"] if args.mode == "both" else [args.mode]
     options = {"p": args.p, "eta": args.eta, "k": args.k, "shots": args.shots, "final_shots": args.final_shots,
-               "maxiter": args.maxiter, "grid": args.grid, "seed": args.seed}
+               "maxiter": args.maxiter, "grid": args.grid, "merge": args.merge, "seed": args.seed}
     if args.max_part:
         options["max_part"] = args.max_part
     with tempfile.TemporaryDirectory(prefix="mpiq_qaoa_") as tmp:
@@ -62,6 +62,8 @@ def add_commands(sub) -> None:
     qaoa.add_argument("--final-shots", type=int, default=2048)
     qaoa.add_argument("--maxiter", type=int, default=40)
     qaoa.add_argument("--grid", type=int, default=4, help="start grid of G x G angle pairs (one batch)")
+    qaoa.add_argument("--merge", choices=["exact", "qaoa"], default="exact",
+                      help="parts' orientations: enumerated, or by a QAOA on qrank 0 (QAOA-in-QAOA)")
     qaoa.add_argument("--seed", type=int, default=0)
     qaoa.add_argument("--timeout", type=int, default=None, help="seconds before the job is killed")
     qaoa.add_argument("--json", metavar="FILE", help="write the result as JSON")

@@ -38,7 +38,7 @@ def resolve_graph(spec: str, ns: Mapping[str, Any]) -> Any:
 def options_of(args: Any) -> dict[str, Any]:
     """The keyword arguments of ``distributed_qaoa`` the magic's options give."""
     options = {"p": args.p, "eta": args.eta, "k": args.k, "shots": args.shots, "final_shots": args.final_shots,
-               "maxiter": args.maxiter, "grid": args.grid, "seed": args.seed}
+               "maxiter": args.maxiter, "grid": args.grid, "merge": args.merge, "seed": args.seed}
     if args.max_part is not None:
         options["max_part"] = args.max_part
     return options

@@ -3,7 +3,7 @@
 0. Choice of sub-solutions: each part may offer several sampled cuts (its best distinct samples);
    coordinate ascent picks, part by part, the candidate and orientation that maximise the whole
    cut given the other parts, until no part changes (starting from every part's best sample).
-1. Orientation (QAOA-in-QAOA's merge step, solved exactly here): flipping every node of a part
+1. Orientation (QAOA-in-QAOA's merge step; exact here, or by a QAOA with :mod:`.inqaoa`): flipping every node of a part
    keeps the part's own cut and changes only its edges to other parts, so choosing which parts
    to flip is a MaxCut on the graph of parts. Exact by enumeration up to :data:`EXACT_PARTS`
    parts, greedy flips above.
@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import networkx as nx
 import numpy as np
@@ -38,9 +38,11 @@ class MergeResult:
 def merge_solutions(
     graph: nx.Graph, parts: Sequence[Sequence[int]], local: Sequence[dict[int, int]], *,
     local_search: str = "boundary", candidates: Sequence[Sequence[dict[int, int]]] | None = None,
+    orient: Callable[[np.ndarray, np.ndarray], Sequence[int]] | None = None,
 ) -> MergeResult:
     """Merge ``local[i]`` (node -> side, for the nodes of ``parts[i]``) into a cut of ``graph``;
-    ``candidates[i]``: more sub-solutions of part ``i`` the merge may choose from."""
+    ``candidates[i]``: more sub-solutions of part ``i`` the merge may choose from; ``orient(same,
+    diff)``: the parts to flip (default: enumerated exactly; QAOA-in-QAOA: :mod:`.inqaoa`)."""
     assignment = {n: int(s) for sol in local for n, s in sol.items()}
     concatenated = cut_value(graph, assignment)
     if candidates is not None:
@@ -58,7 +60,7 @@ def merge_solutions(
             same[i, j] += w; same[j, i] += w
         else:
             diff[i, j] += w; diff[j, i] += w
-    flips = _orient(same, diff)
+    flips = list(orient(same, diff)) if orient is not None else _orient(same, diff)
     flipped_parts = tuple(i for i in range(m) if flips[i])
     for i in flipped_parts:
         for n in parts[i]:

@@ -23,6 +23,7 @@ from .circuits import qaoa_circuit, region_circuit
 from .execute import Job, LocalExecutor, SamplerExecutor
 from .graph import BRUTE_FORCE_MAX, as_graph, brute_force_maxcut, cut_table, cut_value
 from .merge import merge_solutions
+from .optimize import OptimizerTrace
 from .plan import PartPlan
 from .regions import RegionSet, device_errors, find_regions, usable_graph
 from .split import Split, split_graph
@@ -77,6 +78,8 @@ class QAOAResult:
     optimum: float | None = None
     optimum_method: str | None = None
     devices: list[str] = field(default_factory=list)
+    merge: str = "exact"
+    orientation: Any = None  # the merge QAOA's OrientationResult (merge="qaoa")
 
     @property
     def ratio(self) -> float | None:
@@ -148,6 +151,8 @@ def distributed_qaoa(
     candidates: int = 16,
     pack: bool = False,
     optimum: float | None = None,
+    angles: Sequence[float] | dict[int, Sequence[float]] | None = None,
+    merge: str = "exact",
     on_iteration: Callable[[int, dict[int, float]], None] | None = None,
     on_plan: Callable[[Split, list[PartPlan]], None] | None = None,
 ) -> QAOAResult:
@@ -171,6 +176,10 @@ def distributed_qaoa(
             (the same samples for disjoint regions and a noise model without crosstalk, but a
             simulator pays ``k * 2**n`` instead of ``2**(k*n)``).
         optimum: the known optimum, for ``ratio`` (default: brute force up to 22 nodes).
+        angles: ``[gamma_1..gamma_p, beta_1..beta_p]`` for every part, or ``{part: [...]}``: no
+            optimization, only the final samples (compares layouts at equal angles).
+        merge: how the parts' orientations are chosen: ``"exact"`` (enumerated) or ``"qaoa"``
+            (QAOA-in-QAOA: a QAOA on the graph of parts, run on qrank 0; see :mod:`.inqaoa`).
         on_iteration: called ``(step, {part: expected cut})`` after every batch.
         on_plan: called ``(split, [PartPlan, ...])`` once, before the first circuit runs.
 
@@ -181,6 +190,8 @@ def distributed_qaoa(
         raise UsageError(f"mode must be one of {MODES}, got {mode!r}.")
     if not isinstance(p, int) or p < 1:
         raise UsageError(f"p must be an integer >= 1, got {p!r}.")
+    if merge not in ("exact", "qaoa"):
+        raise UsageError(f"merge must be 'exact' or 'qaoa', got {merge!r}.")
     if local_search not in ("boundary", "all"):
         raise UsageError(f"local_search must be 'boundary' or 'all', got {local_search!r}.")
     t_start = time.perf_counter()
@@ -210,7 +221,11 @@ def distributed_qaoa(
 
         t = time.perf_counter()
         wire: list[dict[str, Any]] = []
-        traces = _optimize(subs, executor, shots, maxiter, grid, p, wire, on_iteration)
+        if angles is None:
+            traces = _optimize(subs, executor, shots, maxiter, grid, p, wire, on_iteration)
+        else:
+            traces = {s.index: OptimizerTrace(_angles(angles, s.index, p), math.nan, 0, [])
+                      for s in subs if s.circuit is not None}
         timings["optimize"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -218,8 +233,17 @@ def distributed_qaoa(
         timings["final"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        orientation: list = []
+        orient = None
+        if merge == "qaoa":
+            from .inqaoa import qaoa_orientation
+
+            def orient(same, diff):
+                orientation.append(qaoa_orientation(executor, same, diff, p=p, shots=shots, maxiter=maxiter))
+                _record(executor, wire, "merge")
+                return orientation[-1].flips
         merged = merge_solutions(graph, split.parts, [r.best_assignment for r in results], local_search=local_search,
-                                 candidates=[r.candidates for r in results])
+                                 candidates=[r.candidates for r in results], orient=orient)
         timings["merge"] = time.perf_counter() - t
     finally:
         if owned is not None:
@@ -233,8 +257,20 @@ def distributed_qaoa(
         assignment=merged.assignment, cut=merged.cut, concatenated_cut=merged.concatenated_cut,
         oriented_cut=merged.oriented_cut, split=split, subproblems=results, timings=timings,
         calls=getattr(executor, "calls", 0), wire=wire, optimum=optimum, optimum_method=method,
-        devices=[d.name for d in devices],
+        devices=[d.name for d in devices], merge=merge, orientation=orientation[0] if orientation else None,
     )
+
+
+def _angles(angles, part: int, p: int) -> np.ndarray:
+    if isinstance(angles, dict):
+        if part not in angles:
+            raise UsageError(f"angles has no entry for part {part}; it has parts {sorted(angles)}.")
+        angles = angles[part]
+    x = np.asarray(angles, dtype=float)
+    if x.shape != (2 * p,):
+        raise UsageError(f"angles must be {2 * p} numbers (gamma_1..gamma_p, beta_1..beta_p) for p={p}, "
+                         f"got {np.ravel(x).tolist()}.")
+    return x
 
 
 def _capacity(devices, mode, eta) -> list[int]:

@@ -1,5 +1,5 @@
 """Live views of an MPI-Q run: communicator topology, barrier timing, GHZ reconstruction, progress,
-circuit partitions and distributed runs, distributed QAOA.
+circuit partitions and distributed runs, distributed QAOA, pilot tasks.
 
 Each view is a plain Python object holding its data; how it shows depends on ``mode``
 (see :mod:`.fallback`): ``"widget"`` (ipywidgets + plotly ``FigureWidget``, updated in place,
@@ -12,7 +12,7 @@ at most ~10 refreshes per second), ``"static"`` (a plotly figure replaced as dat
 
 The figures are also available as pure functions of the data (for HTML reports):
 :func:`topology_figure`, :func:`barrier_figure`, :func:`ghz_figure`, :func:`progress_figure`,
-:func:`partition_figure`, :func:`qaoa_figure`.
+:func:`partition_figure`, :func:`qaoa_figure`, :func:`pilot_timeline_figure`.
 The events the views consume are :mod:`mpiq_magic.events`.
 """
 
@@ -35,6 +35,9 @@ _EXPORTS = {
     "partition_view": ".distribute",
     "QAOAWidget": ".qaoa",
     "qaoa_figure": ".qaoa",
+    "PilotView": ".pilot",
+    "pilot_timeline_figure": ".pilot",
+    "pilot_table_html": ".pilot",
     "Dashboard": ".events",
     "LiveView": ".base",
     "Throttle": ".throttle",

@@ -194,7 +194,8 @@ def partition_traces(view: PartitionView | None, progress: _Progress | None = No
         "type": "heatmap", "x": layers, "y": qubits, "z": z, "zmin": -0.5, "zmax": k - 0.5,
         "colorscale": _colorscale(k), "hovertext": hover, "hoverinfo": "text", "xgap": 1, "ygap": 1,
         "colorbar": {"title": {"text": "qrank"}, "tickvals": list(range(k)), "ticktext": [str(p) for p in range(k)],
-                     "len": 0.6, "y": 1.0, "yanchor": "top", "x": 0.7 if progress is not None else 1.02},
+                     "len": 0.6, "y": 1.0, "yanchor": "top", "thickness": 14,
+                     "x": 0.675 if progress is not None else 1.02},
         "name": "qrank", "meta": "mpiq-partition-cells", "xaxis": "x", "yaxis": "y",
     }, {
         "type": "bar", "x": layers, "y": list(v.ebits_per_layer) if v else [], "name": "e-bits",
@@ -248,9 +249,11 @@ def partition_layout(view: PartitionView | None, progress: _Progress | None = No
         "meta": {"mpiq": "distribute" if progress is not None else "partition"},
     }
     if progress is not None:
-        layout["xaxis3"] = {"domain": [0.8, 1.0], "anchor": "y3", "title": {"text": "circuits"}, "rangemode": "tozero"}
+        most = max((m["total"] for m in progress.monitors.values()), default=0)
+        layout["xaxis3"] = {"domain": [0.84, 1.0], "anchor": "y3", "title": {"text": "circuits"}, "rangemode": "tozero",
+                            **({"dtick": 1} if most <= 8 else {})}
         layout["yaxis3"] = {"domain": [0.36, 1.0], "anchor": "x3", "autorange": "reversed", "type": "category"}
-        layout["annotations"].append(note("per monitor: done / assigned", 0.9, 1.0))
+        layout["annotations"].append(note("circuits done / assigned", 0.92, 1.0))
     return layout
 
 
@@ -315,6 +318,8 @@ class PartitionWidget(LiveView):
         self._fig: go.FigureWidget | None = None
         self._sync: FigureSync | None = None
         self._header: ipywidgets.HTML | None = None
+        self._synced_view: PartitionView | None = None
+        self._box: ipywidgets.VBox | None = None
         if partition is not None:
             self.set_partition(partition, plan)
 
@@ -347,18 +352,41 @@ class PartitionWidget(LiveView):
 
     def _build_panel(self) -> "ipywidgets.Widget":
         import ipywidgets as W
-        import plotly.graph_objects as go
 
         self._header = W.HTML()
+        self._box = W.VBox([self._header], layout=W.Layout(width="100%"))
+        if self._drawable():
+            self._new_figure()
+        return self._box
+
+    def _drawable(self) -> bool:
+        return self._view is not None or bool(self._progress and self._progress.monitors)
+
+    def _new_figure(self) -> None:
+        """A FigureWidget holding the current state from the start (see :meth:`_sync_panel`)."""
+        import plotly.graph_objects as go
+
+        old = self._fig
         self._fig = go.FigureWidget(_figure(self._view, self._progress, self._title()))
         self._sync = FigureSync(self._fig, partition_traces(self._view, self._progress),
                                 partition_layout(self._view, self._progress, self._title()))
-        return W.VBox([self._header, self._fig], layout=W.Layout(width="100%"))
+        self._synced_view = self._view
+        self._box.children = [self._header, self._fig]
+        if old is not None:
+            old.close()
 
     def _sync_panel(self) -> None:
-        assert self._fig is not None and self._header is not None and self._sync is not None
-        self._sync.apply(partition_traces(self._view, self._progress),
-                         partition_layout(self._view, self._progress, self._title()))
+        assert self._header is not None and self._box is not None
+        # The figure appears once there is something to draw, and is made anew when the partition
+        # changes (rare): plotly sends in-place edits as one-off messages, and a page still loading
+        # plotly's widget code (the first figure shown) drops them -- an empty figure shown, then
+        # filled right away (a partition event just after show()), stayed blank in JupyterLab.
+        if self._fig is None or self._synced_view is not self._view:
+            if self._drawable():
+                self._new_figure()
+        else:
+            self._sync.apply(partition_traces(self._view, self._progress),
+                             partition_layout(self._view, self._progress, self._title()))
         head = self._title() or (self._view.heading() if self._view else "partition")
         self._header.value = f'<span class="mpiq-{self.name}-header">{_html_lines(head)}</span>'
 
@@ -426,10 +454,22 @@ class DistributeWidget(PartitionWidget):
             self.set_partition({k: v for k, v in event.items() if k != "event"})
         elif kind == "executed" and isinstance(event.get("qrank"), int) and self._progress.finished is None:
             self.executed(event["qrank"], int(event.get("done") or 0), event.get("total"), event.get("seconds"))
+        elif kind == "fallback":
+            self.stage(f"falling back to {'quasi-probability' if event.get('to') == 'qpd' else event.get('to')} cuts")
+        elif kind == "plan" and event.get("mode") == "qpd":
+            self.stage(f"quasi-probability cuts planned: overhead {event.get('overhead', '?'):g}, "
+                       f"{event.get('subexperiments', '?')} subexperiments"
+                       if isinstance(event.get("overhead"), (int, float)) else "quasi-probability cuts planned")
         elif kind in ("plan", "compile", "reconstruct"):
             self.stage({"plan": "planned", "compile": "compiled, executing", "reconstruct": "reconstructed"}[kind])
-        elif kind == "result" and isinstance(event.get("result"), Mapping) and "blocks" in event["result"]:
-            self.set_result(event["result"])
+        elif kind == "result" and isinstance(event.get("result"), Mapping):
+            if "blocks" in event["result"]:
+                self.set_result(event["result"])
+            else:  # quasi-probability cutting: expectation values, no blocks
+                with self._lock:
+                    p = self._progress
+                    p.stage, p.finished = "done (quasi-probability cuts)", time.monotonic()
+                self._changed()
 
     def _title(self) -> str | None:
         head = self._view.heading() if self._view else "distribute"

@@ -78,6 +78,8 @@ class _State:
         pos = nx.spring_layout(graph, seed=1) if graph is not None and len(self.nodes) else {}
         self.pos = {int(n): (float(x), float(y)) for n, (x, y) in pos.items()}
         self.devices = [_device_map(d, q, eta) for q, d in enumerate(devices)]
+        #: what a monitor is called in the legend and summary: its calibration, else host:device_id
+        self.device_label = {d["qrank"]: (d["calibration"] or d["name"]).removeprefix("fake:") for d in self.devices}
         self.parts: list[Any] = []  # PartPlan
         self.part_of: dict[int, int] = {}
         self.steps: dict[int, list[int]] = {}
@@ -159,7 +161,7 @@ def qaoa_traces(state: _State) -> list[dict]:
         for n in nodes:
             h = f"node {n}"
             if plan is not None:
-                h += f", part {index} on qrank {plan.qrank} ({plan.device})"
+                h += f", part {index} on qrank {plan.qrank} ({state.device_label.get(plan.qrank, plan.device)})"
             if n in side:
                 h += f", side {side[n]}"
             hover.append(h)
@@ -171,16 +173,17 @@ def qaoa_traces(state: _State) -> list[dict]:
                        "symbol": device_symbol(plan.qrank) if plan is not None else "circle",
                        "line": {"color": "black" if not side else ["black" if side.get(n) else "white" for n in nodes],
                                 "width": 1.5}},
-            "name": f"part {index} → qrank {plan.qrank} ({plan.device})" if plan is not None else "nodes",
+            "name": f"part {index} → qrank {plan.qrank} ({state.device_label.get(plan.qrank, plan.device)})"
+                    if plan is not None else "nodes",
             "legendgroup": f"part{index}", "showlegend": plan is not None,
             "meta": f"mpiq-qaoa-part-{index}" if plan is not None else "mpiq-qaoa-nodes", "xaxis": "x", "yaxis": "y",
         })
     for plan in state.parts:
         if not plan.runs:
             continue
-        ys = state.energies.get(plan.index, [])
+        ys = list(state.energies.get(plan.index, []))  # copies: FigureSync compares with the last sent
         traces.append({
-            "type": "scatter", "x": state.steps.get(plan.index, []), "y": ys, "mode": "lines+markers",
+            "type": "scatter", "x": list(state.steps.get(plan.index, [])), "y": ys, "mode": "lines+markers",
             "marker": {"size": 4, "color": part_color(plan.index)}, "line": {"color": part_color(plan.index)},
             "name": f"part {plan.index} expected cut", "legendgroup": f"part{plan.index}", "showlegend": False,
             "hovertemplate": f"part {plan.index}" + (f" (optimum {plan.optimum:g})" if plan.optimum is not None else "")
@@ -275,7 +278,7 @@ def qaoa_layout(state: _State) -> dict:
         layout[ya.replace("y", "yaxis")] = {"domain": list(_DEVICE_Y), "anchor": xa, **hidden}
         mine = [p for p in state.parts if p.qrank == dev["qrank"]]
         regions = sum(len(p.regions) for p in mine)
-        label = f"qrank {dev['qrank']}: {dev['calibration'] or dev['name']}"
+        label = f"qrank {dev['qrank']}: {state.device_label[dev['qrank']]}"
         if state.parts:
             label += f", {regions} region(s)" if regions else ", transpiler layout" if mine else ", idle"
         layout["annotations"].append(note(label, lo + width / 2, _DEVICE_Y[1]))
@@ -297,7 +300,7 @@ def qaoa_summary(state: _State) -> str:
     lines = [state.heading()]
     r = state.result or {}
     for p in state.parts:
-        line = f"  part {p.index}: {len(p.nodes)} nodes on qrank {p.qrank} ({p.device})"
+        line = f"  part {p.index}: {len(p.nodes)} nodes on qrank {p.qrank} ({state.device_label.get(p.qrank, p.device)})"
         if p.regions:
             line += f", {len(p.regions)} region(s) " + " ".join(str(list(q)) for q in p.regions)
         energies = state.energies.get(p.index) or []
