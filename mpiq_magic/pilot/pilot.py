@@ -231,6 +231,9 @@ class Pilot:
                     return
             for send in sends:
                 self._send(*send)
+            for _, _, entries in sends:
+                for entry in entries:
+                    entry[0]._notify_sent()
 
     def _take(self, window: int) -> list:
         """Work to send now (called with the lock held); marks it running and outstanding."""

@@ -77,7 +77,7 @@ class TaskFuture(Future):
         self.record = record
         self.task_id = record.task_id
         self._settle_lock = threading.Lock()
-        self.observer: Any = None  # called as observer("running", record) when the task leaves its queue
+        self.observer: Any = None  # called as observer("running", record) once the task was sent
 
     def __repr__(self) -> str:
         r = self.record
@@ -94,9 +94,13 @@ class TaskFuture(Future):
                 return False
         self.record.status = "running"
         self.record.sent = time.time()
+        return True
+
+    def _notify_sent(self) -> None:
+        """Tell the observer the task left its queue (called by the pilot after sending, outside
+        its lock, so a listener never delays a send)."""
         if self.observer is not None:
             self.observer("running", self.record)
-        return True
 
     def _settle(self, *, result: Any = None, error: BaseException | None = None) -> bool:
         """Complete once; later attempts (a stop racing a result) are ignored."""

@@ -2,8 +2,9 @@
 device), fed by the :class:`~mpiq_magic.pilot.PilotManager`'s task events.
 
 ``PilotView(pm).show()`` subscribes to ``pm`` (``pm.subscribe``): every submit, start and
-completion pokes the view's throttle (at most a few refreshes per second, see
-:mod:`.throttle`); there is no polling. The rows are the pilot's own metrics rows
+completion schedules a refresh (one timer per refresh interval, so the rendering never runs on
+the pilot's own threads) through the view's throttle (at most 10 refreshes a second in widget
+mode, see :mod:`.throttle`); there is no polling. The rows are the pilot's own metrics rows
 (:meth:`TaskRecord.row <mpiq_magic.pilot.TaskRecord.row>`), read when the view refreshes, so the
 view always equals ``pm.metrics()``. In widget mode the table is an ``ipywidgets.HTML`` and the
 timeline a plotly ``FigureWidget`` updated in place; without a widget frontend the view is a
@@ -16,6 +17,7 @@ The figure and the table are also pure functions of the rows: :func:`pilot_timel
 from __future__ import annotations
 
 import html
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -172,6 +174,8 @@ class PilotView(LiveView):
         self._fig: go.FigureWidget | None = None
         self._sync: FigureSync | None = None
         self.events = 0
+        self._defer: threading.Timer | None = None
+        self._defer_lock = threading.Lock()
         with self._lock:
             for fut in list(manager.tasks):
                 self._add(fut.record)
@@ -184,11 +188,37 @@ class PilotView(LiveView):
             self._order.append(record.task_id)
 
     def _on_event(self, event: str, record: Any) -> None:
-        """A task moved (the manager's listener): remember it, poke the throttle. Cheap."""
+        """A task moved (the manager's listener, on a pilot's thread): remember it and schedule a
+        refresh on a timer thread — rendering never runs on the pilot's threads."""
         with self._lock:
             self._add(record)
             self.events += 1
-        self._changed()
+        with self._defer_lock:
+            if self._defer is None:
+                self._defer = threading.Timer(self._throttle.interval, self._deferred)
+                self._defer.daemon = True
+                self._defer.start()
+
+    def _deferred(self) -> None:
+        with self._defer_lock:
+            self._defer = None
+        self._changed()  # the throttle refreshes now (its interval has passed) or coalesces
+
+    def _drain(self) -> None:
+        """Hand a scheduled refresh to the throttle now (before flush/finish)."""
+        with self._defer_lock:
+            timer, self._defer = self._defer, None
+        if timer is not None:
+            timer.cancel()
+            self._changed()
+
+    def flush(self) -> None:
+        self._drain()
+        super().flush()
+
+    def finish(self) -> None:
+        self._drain()
+        super().finish()
 
     def rows(self) -> list[dict[str, Any]]:
         """The metrics rows of every task the view knows, in task-id order (as ``pm.metrics()``)."""
@@ -201,10 +231,11 @@ class PilotView(LiveView):
     def close(self) -> None:
         """Stop following the manager (the last state stays shown)."""
         self._unsubscribe()
-        self._throttle.flush()
+        self.flush()
 
     def release(self) -> None:
         self._unsubscribe()
+        self._drain()
         super().release()
 
     # ------------------------------------------------------------------ rendering
