@@ -26,6 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         classical=args.classical,
         quantum=args.quantum,
         devices=args.devices,
+        interface=args.interface,
     )
     if args.devices:  # one copy of a bad devices file's error, here, not one per rank
         resolve_devices(env["MPIQ_DEVICES"], args.quantum)
@@ -161,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quantum", type=int, default=2, help="quantum processes (default 2)")
     run.add_argument("--devices", help="devices TOML file (default: Q local devices on 127.0.0.1)")
     run.add_argument("--timeout", type=float, default=0, help="kill the job after this many seconds (0: no limit)")
+    run.add_argument("--interface", default=None, metavar="IF",
+                     help="network interface the job listens on (multi-host: the cluster's, e.g. eth0; default: loopback)")
     run.add_argument("script")
     run.add_argument("script_args", nargs=argparse.REMAINDER)
     run.set_defaults(func=_cmd_run)

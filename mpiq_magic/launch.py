@@ -42,7 +42,33 @@ def loopback_env(environ: "os._Environ[str] | dict[str, str] | None" = None) -> 
     return {k: v for k, v in LOOPBACK_ENV.items() if k not in environ}
 
 
-def local_mpiexec(*, survive_rank_death: bool = False) -> tuple[str, list[str]]:
+#: The variables that pin MPI traffic to one interface (UCX and OFI netmods of ch4, ch3's nemesis).
+_IFACE_VARS = ("UCX_NET_DEVICES", "FI_TCP_IFACE", "FI_SOCKETS_IFACE", "MPIR_CVAR_NEMESIS_TCP_NETWORK_IFACE")
+
+
+def network_env(interface: str | None = None,
+                environ: "os._Environ[str] | dict[str, str] | None" = None) -> dict[str, str]:
+    """The environment that binds a job's listeners to one network interface.
+
+    ``None``: loopback (:func:`loopback_env`, a single-host job). A name (``"eth0"``, ``"ib0"``,
+    the cluster interface of a multi-host job): the MPI netmods are pinned to it and
+    ``MPIQ_INTERFACE`` makes the QQ coordinator bind its address. A user's own MPI settings win.
+
+    Raises:
+        ConfigError: no such interface (the message lists the ones there are).
+    """
+    environ = os.environ if environ is None else environ
+    if interface is None:
+        return loopback_env(environ)
+    from .kernel.hosts import interface_address
+
+    interface_address(interface)  # the error names it and lists the interfaces there are
+    env = {k: interface for k in _IFACE_VARS if k not in environ}
+    env["MPIQ_INTERFACE"] = interface
+    return env
+
+
+def local_mpiexec(*, survive_rank_death: bool = False, interface: str | None = None) -> tuple[str, list[str]]:
     """The process manager for a single-host job and its options.
 
     The ``mpich`` wheel's hydra ``mpiexec`` always listens on 0.0.0.0 for its proxies; on one
@@ -50,19 +76,25 @@ def local_mpiexec(*, survive_rank_death: bool = False) -> tuple[str, list[str]]:
     descriptors), so it is used when present. gforker ends the job when a process exits with
     a non-zero status — what ``mpiq run`` wants; a cluster that must survive a dead monitor
     (``survive_rank_death``) runs its engines behind a shell that exits 0 (see
-    :mod:`mpiq_magic.cluster.processes`). ``$MPIQ_MPIEXEC=hydra`` forces hydra.
+    :mod:`mpiq_magic.cluster.processes`). ``$MPIQ_MPIEXEC=hydra`` forces hydra, which is then
+    told the cluster ``interface`` (``-iface``) for its proxies' connections.
     """
     hydra = mpiexec_path()
     forker = Path(hydra).with_name("mpiexec.gforker")
     if os.environ.get("MPIQ_MPIEXEC", "").lower() != "hydra" and forker.exists():
         return str(forker), []
-    return hydra, (["-disable-auto-cleanup"] if survive_rank_death else [])
+    args = ["-disable-auto-cleanup"] if survive_rank_death else []
+    if interface is not None:
+        args += ["-iface", interface]
+    return hydra, args
 
 
 def mpiq_command(
-    argv: Sequence[str], *, classical: int, quantum: int, devices: str | os.PathLike[str] | None = None
+    argv: Sequence[str], *, classical: int, quantum: int, devices: str | os.PathLike[str] | None = None,
+    interface: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The ``mpiexec`` command line and environment that run ``argv`` with C + Q processes.
+    """The ``mpiexec`` command line and environment that run ``argv`` with C + Q processes
+    (listening on loopback, or on ``interface``: see :func:`network_env`).
 
     The split is passed to :func:`mpiq_magic.kernel.init` through ``MPIQ_CLASSICAL`` and
     ``MPIQ_DEVICES``, so an unmodified script calling ``init()`` picks it up.
@@ -77,8 +109,8 @@ def mpiq_command(
         if not path.exists():
             raise ConfigError(f"Devices file '{devices}' does not exist.")
         env["MPIQ_DEVICES"] = str(path)
-    env.update(loopback_env())
-    mpiexec, args = local_mpiexec()
+    env.update(network_env(interface))
+    mpiexec, args = local_mpiexec(interface=interface)
     cmd = [mpiexec, *args, "-n", str(classical + quantum), *argv]
     return cmd, env
 

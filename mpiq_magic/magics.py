@@ -184,6 +184,7 @@ def _build_parsers() -> dict[str, _Parser]:
     p.add_argument("--qpu-partition", default=None, metavar="P", help="with --slurm: the monitors on P (a het job)")
     p.add_argument("--slurm-time", default=None, metavar="T", help="with --slurm: the job's --time")
     p.add_argument("--timeout", type=_seconds, default=60.0, metavar="T", help="default timeout of operations")
+    p.add_argument("--interface", default=None, metavar="IF", help="network interface to listen on (default loopback)")
     parser("stop")
     parser("status")
     parser("topology")
@@ -414,7 +415,7 @@ class MPIQMagics(Magics):
         factory = self.cluster_factory
         if factory is None:
             from .cluster import HybridCluster as factory
-        options = {}
+        options = {"interface": args.interface} if args.interface else {}
         if args.slurm is not None:
             from .cluster.launchers import SlurmEngines
 

@@ -301,7 +301,7 @@ def test_unpicklable_data_fails_every_member_at_once(tmp_path):
     is sent, and every receiver learns it at once (not after its 60 s timeout)."""
     script = tmp_path / "unpicklable.py"
     script.write_text(UNPICKLABLE)
-    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", *extra, "-c", "1", "-q", "2", str(script)],
                           capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     got = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in tmp_path.glob("unpicklable-*.json")}
@@ -383,8 +383,10 @@ def test_single_host_cluster_listens_on_loopback_and_survives_a_dead_controller(
 
 
 @pytest.mark.timeout(120)
-def test_mpiq_run_job_listens_on_loopback_only(tmp_path):
-    """Item 5: the ranks and the process manager of `mpiq run` listen on loopback only."""
+@pytest.mark.parametrize("extra", [[], ["--interface", "lo"]], ids=["default", "interface-lo"])
+def test_mpiq_run_job_listens_on_loopback_only(tmp_path, extra):
+    """Item 5: the ranks and the process manager of `mpiq run` listen on loopback only (by
+    default, and when the user names ``lo`` as the cluster interface)."""
     script = tmp_path / "listen.py"
     script.write_text(textwrap.dedent("""
         import subprocess, psutil
@@ -399,7 +401,7 @@ def test_mpiq_run_job_listens_on_loopback_only(tmp_path):
             print("LISTEN", [l.split()[3] for l in out.splitlines()[1:] if any(f"pid={p}," in l for p in pids)])
         hc.barrier(mpiq.ALL)
     """))
-    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", *extra, "-c", "1", "-q", "2", str(script)],
                           capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr
     line = next(l for l in proc.stdout.splitlines() if l.startswith("LISTEN"))
@@ -407,25 +409,186 @@ def test_mpiq_run_job_listens_on_loopback_only(tmp_path):
     assert not [a for a in addrs if not _loopback(a)], addrs
 
 
-# ----------------------------------------------------------------------------- item 6: per-cell resources
-@pytest.mark.timeout(240)
-def test_widget_count_stays_flat_over_many_barrier_cells(kernel_session):
-    """Item 6: `%mpiq barrier QQ` cells in widget mode leave the kernel's live widget count flat."""
+def _other_interface() -> tuple[str, str] | None:
+    """A non-loopback interface of this host with an IPv4 address, and that address."""
+    import socket
+
+    for name, addrs in sorted(psutil.net_if_addrs().items()):
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return name, a.address
+    return None
+
+
+@pytest.mark.timeout(180)
+def test_named_interface_binds_every_listener_of_the_cluster_there():
+    """Item 5, multi-host: ``HybridCluster(interface=IF)`` binds every listener (controller,
+    MPI netmod, QQ coordinator) to that interface's address, not loopback, not 0.0.0.0 (on
+    one host, with a non-loopback interface standing in for the cluster network)."""
+    from mpiq_magic.cluster import HybridCluster
+
+    found = _other_interface() or ("lo", "127.0.0.1")
+    name, address = found
+    me = psutil.Process()
+    before = _tree(me.pid)
+    own_before = set(_listeners({me.pid}))
+    cluster = HybridCluster(1, 2, prewarm=False, timeout=30, start_timeout=120, interface=name)
+    tree: dict[int, float] = {}
+    try:
+        cluster.start()
+        cluster.barrier("QQ")  # the QQ coordinator's socket is open now
+        tree = {p: c for p, c in _tree(me.pid).items() if p != me.pid and p not in before}
+        addrs = [a for a in _listeners(set(tree) | {me.pid}) if a not in own_before]
+        # on the interface, or on loopback (reachable from this host only); nowhere else
+        outside = [a for a in addrs if not _loopback(a) and a.rsplit(":", 1)[0].strip("[]") != address]
+        assert not outside, f"listeners beyond {name} ({address}): {outside}"
+        on_it = {p for p in tree if any(not _loopback(a) for a in _listeners({p}))}
+        engines = {info.pid for info in cluster.engines}
+        assert cluster._controller_pid in on_it, f"the controller does not listen on {address}: {addrs}"
+        assert engines <= on_it, f"engines (MPI netmod, QQ coordinator) not listening on {address}: {addrs}"
+    finally:
+        cluster.stop()
+        _kill_tree(tree)
+
+
+def test_unknown_interface_is_refused_before_anything_starts(tmp_path):
+    """Item 5: a cluster interface that does not exist is one clear error (naming it and the
+    interfaces there are) from ``HybridCluster``, ``%mpiq start`` and ``mpiq run``; no job starts."""
+    from mpiq_magic.cluster import HybridCluster
+    from mpiq_magic.kernel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'nosuch9' does not exist.*lo \(127\.0\.0\.1\)"):
+        HybridCluster(1, 1, interface="nosuch9")
+    script = tmp_path / "never.py"
+    script.write_text("open('ran', 'w').write('yes')\n")
+    proc = subprocess.run(["timeout", "60", *MPIQ, "run", "--interface", "nosuch9", str(script)],
+                          capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert proc.returncode not in (0, 124), proc.stderr
+    assert "'nosuch9' does not exist" in proc.stderr and "lo (127.0.0.1)" in proc.stderr, proc.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+# ----------------------------------------------------------------------------- item 6: start/stop cycles
+def _resources() -> tuple[list[str], list[str]]:
+    """This process's threads (names) and open descriptors (what they point at)."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # the descriptor listdir itself used
+    return sorted(t.name for t in threading.enumerate()), sorted(fds)
+
+
+@pytest.mark.timeout(300)
+def test_start_stop_cycles_leave_no_threads_or_descriptors():
+    """Item 6: HybridCluster start/stop cycles, run (like in a notebook kernel) from inside a
+    running asyncio event loop, leave no thread and no file descriptor behind. ipyparallel runs
+    its ``*_sync`` calls on an IOLoop thread there that it never ends: one thread and three
+    descriptors per cycle before the fix."""
+    import asyncio
+
+    from mpiq_magic.cluster import HybridCluster
+
+    def cycle() -> None:
+        cluster = HybridCluster(1, 1, prewarm=False, timeout=30, start_timeout=120)
+        try:
+            cluster.start()
+            cluster.barrier("ALL")
+        finally:
+            cluster.stop()
+
+    async def in_a_running_loop() -> tuple:
+        cycle()  # warm-up: first-use imports, zmq's context and its threads are not leaks
+        before = _resources()
+        for _ in range(2):
+            cycle()
+        time.sleep(0.5)
+        return before, _resources()
+
+    (threads0, fds0), (threads1, fds1) = asyncio.run(in_a_running_loop())
+    assert len(threads1) <= len(threads0), f"threads before {threads0}, after {threads1}"
+    extra = list(fds1)
+    for fd in fds0:
+        if fd in extra:
+            extra.remove(fd)
+    assert len(fds1) <= len(fds0), f"descriptors grew from {len(fds0)} to {len(fds1)}; new ones: {extra}"
+
+
+# ----------------------------------------------------------------------------- items 6 and 8: per-cell resources, timeouts
+_PROBE = (
+    "import gc, warnings, psutil, ipywidgets, plotly.graph_objects as _go\n"
+    "gc.collect()\n"
+    "with warnings.catch_warnings():\n"
+    "    warnings.simplefilter('ignore')\n"
+    "    _w = len(ipywidgets.Widget.widgets)\n"
+    "print('PROBE', _w, sum(isinstance(o, _go.FigureWidget) for o in gc.get_objects()),\n"
+    "      psutil.Process().memory_info().rss / 2**20, 'END')"
+)
+
+
+def _probe(k) -> tuple[int, int, float]:
+    """(live widgets, live plotly FigureWidgets, RSS in MiB) of the kernel."""
+    widgets, figures, rss = k.run(_PROBE).text.split("PROBE")[1].split("END")[0].split()
+    return int(widgets), int(figures), float(rss)
+
+
+@pytest.fixture(scope="module")
+def kernel_cluster(kernel_session):
+    """The session kernel with a 1 + 2 cluster started by `%mpiq start`, dashboards as widgets."""
     k = kernel_session
     r = k.run("import os; os.environ['MPIQ_WIDGETS'] = 'widget'\n%mpiq start -c 1 -q 2")
     assert r.error is None, r.error_text
     try:
-        count = "import warnings, ipywidgets\nwith warnings.catch_warnings():\n    warnings.simplefilter(\"ignore\")\n    print(\"WIDGETS\", len(ipywidgets.Widget.widgets), \"END\")"
-        for _ in range(3):
-            assert k.run("%mpiq barrier QQ").error is None
-        before = int(k.run(count).text.split("WIDGETS")[1].split("END")[0])
-        for _ in range(12):
-            r = k.run("%mpiq barrier QQ")
-            assert r.error is None, r.error_text
-        after = int(k.run(count).text.split("WIDGETS")[1].split("END")[0])
-        assert after <= before, f"live widgets grew from {before} to {after} over 12 cells"
+        yield k
     finally:
         k.run("%mpiq stop\nimport os; os.environ.pop('MPIQ_WIDGETS', None)")
+
+
+@pytest.mark.timeout(300)
+def test_barrier_cells_leave_widgets_and_figures_flat(kernel_cluster):
+    """Item 6: `%mpiq barrier` cells in widget mode leave the kernel's live widgets and plotly
+    figures flat. Each cell's dashboard holds a plotly FigureWidget (~0.3 MiB), which
+    anywidget's hot-reload hook kept alive for ever: +0.3 MiB per cell before the fix."""
+    k = kernel_cluster
+    for _ in range(4):  # first-use imports and caches are not growth
+        assert k.run("%mpiq barrier QQ").error is None
+    widgets0, figures0, rss0 = _probe(k)
+    cells = 60
+    for i in range(cells):
+        r = k.run("%mpiq barrier QQ" if i % 2 else "%mpiq barrier CC")
+        assert r.error is None, r.error_text
+    widgets1, figures1, rss1 = _probe(k)
+    assert widgets1 <= widgets0, f"live widgets grew from {widgets0} to {widgets1} over {cells} cells"
+    assert figures1 <= figures0, f"live plotly figures grew from {figures0} to {figures1} over {cells} cells"
+
+
+@pytest.mark.timeout(180)
+def test_scatter_past_its_timeout_stops_rank_0_and_does_not_delay_the_next_cell(kernel_cluster):
+    """Item 8: a `%%mpiq scatter` whose cell is still running on classical rank 0 at its
+    `--timeout` raises a timeout error naming the rank that did not answer and that no circuit
+    ran; rank 0 is interrupted, so the next cells run at once instead of after the remainder."""
+    k = kernel_cluster
+    sleep, timeout = 40, 4
+    cell = (f"%%mpiq scatter --timeout {timeout}\nimport time\ntime.sleep({sleep})\n"
+            "from qiskit import QuantumCircuit\ncircuits = QuantumCircuit(1)\ncircuits.measure_all()")
+    t0 = time.monotonic()
+    r = k.run(cell)
+    took = time.monotonic() - t0
+    assert r.error is not None, r.text
+    assert "Timeout" in r.error["ename"], r.error_text
+    assert "classical rank 0" in r.error_text and f"did not answer within {timeout} s" in r.error_text, r.error_text
+    assert "no circuit ran" in r.error_text, r.error_text
+    assert took < timeout + 12, f"the cell took {took:.1f} s with --timeout {timeout}"
+    # rank 0 is free: the next cells answer well before the remainder of the sleep is over
+    t0 = time.monotonic()
+    r = k.run("%%mpiq run --targets classical\nprint('rank 0 free')")
+    assert r.error is None and "rank 0 free" in r.text, r.error_text
+    r = k.run("%%mpiq scatter --timeout 30\nfrom qiskit import QuantumCircuit\n"
+              "circuits = [QuantumCircuit(1), QuantumCircuit(1)]\nfor c in circuits: c.x(0); c.measure_all()")
+    assert r.error is None, r.error_text
+    took = time.monotonic() - t0
+    assert took < (sleep - timeout) / 2, f"the next cells took {took:.1f} s: rank 0 was still running the old one"
 
 
 # ----------------------------------------------------------------------------- item 7: validation

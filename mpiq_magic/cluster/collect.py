@@ -91,6 +91,7 @@ def collect(
             values[e] = ar.get(timeout=0)
         except Exception as exc:  # noqa: BLE001 - each engine's error becomes one line
             failures.extend(failures_of(e, op, exc))
+    forget_async_results()
     unanswered = sorted(pending)
     late_dead = cluster._dead_engines(unanswered) if unanswered and cluster.engines else []
     for e in sorted(set(dead) | set(late_dead)):
@@ -113,6 +114,19 @@ def collect(
         interrupt_engines(cluster, {e: tasks[e] for e in alive_unanswered})
     cluster._remember(failures)
     return Outcome(values, failures, unanswered, sorted(set(dead) | set(late_dead)))
+
+
+def forget_async_results() -> None:
+    """Empty ipyparallel's per-class ``lru_cache`` caches of ``AsyncResult`` methods (``split``,
+    ``__len__``, ``_count_chunks``): each keeps up to 128 finished results alive, with their
+    futures, outputs and metadata. What a caller still holds (``RunResult.async_result``) is
+    untouched; the client's own caches are already purged as each reply resolves."""
+    from ipyparallel import AsyncResult
+
+    for name in ("split", "__len__", "_count_chunks"):
+        clear = getattr(getattr(AsyncResult, name, None), "cache_clear", None)
+        if clear is not None:
+            clear()
 
 
 def interrupt_engines(cluster: "HybridCluster", stuck: Mapping[int, Any], grace: float = 5.0) -> None:

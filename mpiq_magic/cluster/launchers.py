@@ -65,20 +65,22 @@ class LocalMPI(EngineLauncher):
     name = "mpi"
 
     def configure(self, cluster: "HybridCluster", cfg: Any) -> dict[str, Any]:
-        from ..launch import local_mpiexec, loopback_env
+        from ..launch import local_mpiexec, network_env
         from . import processes as _proc
 
         launcher = cfg.MPIEngineSetLauncher
-        mpiexec, mpi_args = local_mpiexec(survive_rank_death=True)
+        mpiexec, mpi_args = local_mpiexec(survive_rank_death=True, interface=cluster.interface)
         launcher.mpi_cmd = [mpiexec]
         launcher.mpi_args = mpi_args
         launcher.engine_cmd = _proc.engine_command()
-        # a single-host cluster: every listener on loopback (MPI netmod here, controller below)
+        # every listener on loopback, or on the interface the cluster names (MPI netmod and QQ
+        # sockets here, controller below)
         launcher.environment = {
-            "PYTHONUNBUFFERED": "1", "MPIQ_CLASSICAL": str(cluster.classical), **loopback_env(), **cluster.env,
+            "PYTHONUNBUFFERED": "1", "MPIQ_CLASSICAL": str(cluster.classical), **network_env(cluster.interface),
+            **cluster.env,
         }
         launcher.stop_seconds_until_kill = 2
-        return {"engines": "mpi", "controller_ip": "127.0.0.1"}
+        return {"engines": "mpi", "controller_ip": cluster.address}
 
     def describe(self) -> str:
         return "the bundled mpiexec on this host"
@@ -160,7 +162,10 @@ class SlurmEngines(EngineLauncher):
             directives = [f"#SBATCH{part(self.partition)} --ntasks=1 --cpus-per-task={cluster.size}", *common]
             launch = f"exec {shlex.quote(mpiexec_path())} -n {cluster.size} -disable-auto-cleanup {engine}"
         directives += [str(line).replace("{", "{{").replace("}", "}}") for line in self.extra]
-        env = "".join(f" {k}={shlex.quote(str(v))}" for k, v in cluster.env.items())
+        from ..launch import network_env
+
+        named = network_env(cluster.interface) if cluster.interface else {}  # the cluster interface, if named
+        env = "".join(f" {k}={shlex.quote(str(v))}" for k, v in {**named, **cluster.env}.items())
         return _TEMPLATE.format(job_name=self.job_name, directives="\n".join(directives),
                                 classical=cluster.classical, env=env.replace("{", "{{").replace("}", "}}"),
                                 launch=launch)
@@ -172,7 +177,7 @@ class SlurmEngines(EngineLauncher):
         launcher.engine_cmd = _proc.engine_command()
         launcher.batch_file_name = f"{cluster._profile_dir}/slurm_engine.sbatch"  # not in the caller's cwd
         launcher.batch_template = self.script(cluster)
-        return {"engines": "slurm", "controller_ip": self.controller_ip}
+        return {"engines": "slurm", "controller_ip": cluster.address if cluster.interface else self.controller_ip}
 
     def job_id(self, ipp_cluster: Any) -> str | None:
         return getattr(getattr(ipp_cluster, "engine_set", None), "job_id", None) or None

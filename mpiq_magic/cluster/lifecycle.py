@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ..errors import ClusterStateError, ClusterTimeoutError, ClusterUsageError, EngineFailure, HybridClusterError
 from ..events import ProgressCallback
 from ..kernel.errors import ConfigError
-from ..kernel.hosts import node_id
+from ..kernel.hosts import interface_address, node_id
 from . import barrier as _barrier
 from . import distribute as _distribute
 from . import engine as _engine
@@ -64,7 +64,9 @@ class HybridCluster:
     (:mod:`mpiq_magic.cluster.launchers`: ``"mpi"``/``LocalMPI()``, the bundled mpiexec on this
     host, the default; ``SlurmEngines(partition=..., ...)`` or ``"slurm"``: a SLURM batch job,
     controller here). ``progress``: callbacks receiving every progress event (dicts, see
-    :mod:`mpiq_magic.events`).
+    :mod:`mpiq_magic.events`). ``interface``: the network interface every listener binds
+    (controller, MPI netmods, QQ sockets; e.g. ``"eth0"`` for a multi-host cluster); default
+    loopback.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class HybridCluster:
         prewarm: bool = True,
         progress: Iterable[ProgressCallback] = (),
         log_level: int = logging.WARNING,
+        interface: str | None = None,
     ):
         if isinstance(classical, bool) or not isinstance(classical, int) or classical < 1:
             raise ConfigError(f"A hybrid cluster needs at least one classical rank, got classical={classical!r}.")
@@ -107,6 +110,8 @@ class HybridCluster:
         self.prewarm = prewarm
         self.progress: list[ProgressCallback] = list(progress)
         self.log_level = log_level
+        self.interface = interface
+        self.address = "127.0.0.1" if interface is None else interface_address(interface)  # ConfigError now
         self._profile_dir_arg = None if profile_dir is None else str(profile_dir)
         self._profile_dir: str | None = None
         self._ipp: Any = None

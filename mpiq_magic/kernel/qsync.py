@@ -184,7 +184,13 @@ def _sched_attr(runtime_ns: int | None = None) -> int | None:
 
 
 def _bind_address(identities: list[tuple[str, str]]) -> str:
-    """The coordinator's address on the cluster's interface: loopback when all share its host."""
+    """The coordinator's address on the cluster's interface: the one named by ``$MPIQ_INTERFACE``
+    (``HybridCluster(interface=...)``, ``mpiq run --interface``), else loopback when all share its
+    host, else the interface that routes to a peer."""
+    if os.environ.get("MPIQ_INTERFACE"):
+        from .hosts import interface_address
+
+        return interface_address(os.environ["MPIQ_INTERFACE"])
     me = identities[0][0]
     peers = {h for h, _ in identities if h != me}
     if not peers:

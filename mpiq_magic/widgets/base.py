@@ -130,6 +130,7 @@ class LiveView(abc.ABC):
                     fig.close()
                 except Exception:
                     pass
+                forget_file_watch(fig)
 
     @property
     def throttle(self) -> Throttle:
@@ -219,6 +220,23 @@ class FigureSync:
         return True
 
 
+def forget_file_watch(widget: Any) -> None:
+    """Drop what keeps a closed anywidget (plotly's ``FigureWidget``) alive for ever: anywidget
+    connects, per instance, a closure over the widget to its class's ``_esm``/``_css`` file
+    signal (hot reload) and never disconnects it, so every figure ever made (~0.3 MiB each)
+    stays in memory."""
+    for key in ("_esm", "_css"):
+        for cls in type(widget).__mro__:
+            signal = getattr(cls.__dict__.get(key), "changed", None)
+            for slot in list(getattr(signal, "_slots", None) or ()):
+                try:
+                    fn = slot.dereference()
+                    if any(getattr(c, "cell_contents", None) is widget for c in getattr(fn, "__closure__", None) or ()):
+                        signal.disconnect(fn)
+                except Exception:
+                    continue
+
+
 def close_tree(widget: Any) -> None:
     """Close an ipywidget and every widget it contains (children, nested boxes, figures)."""
     seen: set = set()
@@ -242,3 +260,4 @@ def close_tree(widget: Any) -> None:
             w.close()
         except Exception:
             pass
+        forget_file_watch(w)
