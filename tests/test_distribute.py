@@ -264,3 +264,36 @@ def test_cli_refuses_before_starting_processes(tmp_path, capsys):
     assert "Gate 'cx' on qubits 1" in err and "layer 0" in err and "quasi-probability" in err
     assert main(["distribute", str(tmp_path / "missing.qasm"), "-q", "2"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_falls_back_on_quasi_probability_cuts(tmp_path, capsys):
+    """`mpiq distribute --observables` on a circuit feed-forward refuses: quasi-probability cuts
+    under a real mpiexec job, values within 5 reported standard errors of exact simulation."""
+    import json
+
+    from qiskit.quantum_info import SparsePauliOp, Statevector
+
+    from mpiq_magic.cli import main
+    from mpiq_magic.distribute.job import load_qasm
+
+    qasm = tmp_path / "bad.qasm"
+    qasm.write_text(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[4] q;\nbit[4] c;\nh q;\ncx q[1], q[2];\n'
+        "cx q[0], q[1];\nh q[1];\nh q[2];\ncx q[3], q[2];\nry(0.7) q[0];\nc = measure q;\n"
+    )
+    assert main(["distribute", str(qasm), "-q", "2", "--observables", "ZZI", "--quiet"]) == 2
+    assert "has 3 letters" in capsys.readouterr().err
+    assert main(["distribute", str(qasm), "-q", "2", "--mode", "qpd", "--quiet"]) == 2
+    assert "--observables" in capsys.readouterr().err
+    out = tmp_path / "out.json"
+    paulis = ["ZZII", "IZIZ", "XXII"]
+    assert main(["distribute", str(qasm), "-q", "2", "--observables", ",".join(paulis), "--shots", "2000",
+                 "--json", str(out), "--timeout", "240"]) == 0
+    printed = capsys.readouterr().out
+    assert "quasi-probability cuts" in printed and "<ZZII> =" in printed
+    result = json.loads(out.read_text())
+    assert result["mode"] == "qpd" and result["observables"] == paulis and result["overhead"] > 1
+    state = Statevector(load_qasm(str(qasm)).remove_final_measurements(inplace=False))
+    for pauli, value, err in zip(paulis, result["expectation_values"], result["standard_errors"]):
+        exact = state.expectation_value(SparsePauliOp(pauli)).real
+        assert abs(value - exact) <= 5 * err + 0.02, (pauli, value, err, exact)

@@ -485,3 +485,31 @@ def test_qaoa_in_qaoa_merge_finds_the_best_orientation():
     assert list(orientation_graph(same, diff).edges(data="weight")) == [(0, 1, 3.0)]
     with pytest.raises(UsageError, match="merge must be 'exact' or 'qaoa'"):
         distributed_qaoa(g, devices, merge="quantum")
+
+
+def test_qaoa_view_in_widget_mode_updates_the_live_figure_in_place():
+    """Widget mode: the FigureWidget is rebuilt once when the plan adds traces, then every
+    iteration reaches it in place (each flush sends the energies so far)."""
+    from mpiq_magic.widgets import QAOAWidget
+
+    devices = [DeviceSpec("127.0.0.1", i, num_qubits=8, seed=3 + i) for i in range(2)]
+    g = regular_graph(10, 3, seed=5)
+    view = QAOAWidget(g, devices, eta=0.05, mode="widget")
+    view.widget  # noqa: B018 - builds the panel
+    before = len(view._fig.data)
+    seen = []
+
+    def step(i, energies):
+        view.iteration(i, energies)
+        view.flush()
+        fig = view._fig
+        seen.append({int(str(t.meta).rsplit("-", 1)[1]): list(t.y) for t in fig.data
+                     if str(t.meta).startswith("mpiq-qaoa-energy-")} == view.energies)
+
+    result = distributed_qaoa(g, devices, max_part=5, maxiter=4, grid=1, shots=32, final_shots=32,
+                              on_plan=view.plan, on_iteration=step)
+    view.set_result(result)
+    view.flush()
+    assert len(view._fig.data) > before and seen and all(seen) and view.throttle.last_error is None
+    assert "cut" in view._header.value and view._fig.layout.title.text.startswith("QAOA MaxCut (aware)")
+    view.release()

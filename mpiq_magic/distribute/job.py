@@ -2,7 +2,8 @@
 
 Every rank runs this under ``mpiexec`` (``MPIQ_CLASSICAL`` / ``MPIQ_DEVICES`` set by
 :func:`mpiq_magic.launch.mpiq_command`). ``SPEC`` (JSON): ``{"qasm": path, "shots": S,
-"monitors": null | M, "max_variants": V, "optimization_level": L, "timeout": T, "top": K}``.
+"monitors": null | M, "max_variants": V, "optimization_level": L, "timeout": T, "top": K,
+"observables": null | [Pauli strings], "mode": "auto" | "feed-forward" | "qpd", "max_overhead": X}``.
 Classical rank 0 writes ``OUT``: the result (``DistributeResult.to_dict``) plus ``startup``, or
 ``{"error": ...}``; progress goes to stdout as ``MPIQ-PROGRESS {json}`` lines.
 """
@@ -48,6 +49,8 @@ def main(argv: list[str]) -> int:
             max_variants=int(spec.get("max_variants", 16)),
             optimization_level=int(spec.get("optimization_level", 1)),
             timeout=float(spec.get("timeout", 600)), progress=emit if is_root else None,
+            observables=spec.get("observables"), mode=spec.get("mode", "auto"),
+            max_overhead=spec.get("max_overhead", 1000.0),
         )
         if result is not None:
             out = result.to_dict(top=spec.get("top", 64))

@@ -7,7 +7,7 @@ import statistics
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .base import FigureSync, LiveView
+from .base import FigureSync, LiveView, figure_widget
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -280,10 +280,9 @@ class BarrierWidget(LiveView):
 
     def _build_panel(self) -> "ipywidgets.Widget":
         import ipywidgets as W
-        import plotly.graph_objects as go
 
         self._header = W.HTML()
-        self._fig = go.FigureWidget(_figure(self._state))
+        self._fig = figure_widget(_figure(self._state))
         self._sync = FigureSync(self._fig, self._state.traces(), self._state.layout())
         return W.VBox([self._header, self._fig], layout=W.Layout(width="100%"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -179,6 +180,42 @@ class LiveView(abc.ABC):
     def __repr__(self) -> str:
         with self._lock:
             return self.summary()
+
+
+def figure_widget(figure: Any = None, **kwargs: Any) -> "go.FigureWidget":
+    """A plotly ``FigureWidget`` whose frontend model is created holding ``figure``'s traces and
+    layout (same arguments as ``go.FigureWidget``).
+
+    A plain ``FigureWidget`` opens its comm with an empty ``_widget_data``/``_widget_layout`` and
+    sends the figure in a second message. anywidget (0.11) applies a model's messages only once
+    that model's module has loaded (a fresh 4.6 MB plotly bundle per figure) and, past 2 s, never;
+    plotly's view draws once, from the model's state at render time. So in JupyterLab such a figure
+    rendered blank (default axes, no title) and the later in-place edits had no traces to edit.
+    This one opens its comm only after the figure is set, so the first message carries it.
+    """
+    return _deferred_open_class()(figure, **kwargs)
+
+
+@functools.cache
+def _deferred_open_class() -> type:
+    import plotly.graph_objects as go
+
+    class LiveFigureWidget(go.FigureWidget):
+        """``FigureWidget`` that opens its comm once constructed (see :func:`figure_widget`)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._mpiq_constructing = True
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                self._mpiq_constructing = False
+            self.open()
+
+        def open(self) -> None:
+            if not getattr(self, "_mpiq_constructing", False):
+                super().open()
+
+    return LiveFigureWidget
 
 
 class FigureSync:

@@ -8,7 +8,7 @@ import html
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..ghz.stages import STAGES, block_widths
-from .base import FigureSync, LiveView
+from .base import FigureSync, LiveView, figure_widget
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -340,10 +340,9 @@ class GHZWidget(LiveView):
 
     def _build_panel(self) -> "ipywidgets.Widget":
         import ipywidgets as W
-        import plotly.graph_objects as go
 
         self._header = W.HTML()
-        self._fig = go.FigureWidget(_figure(self._state, self.top))
+        self._fig = figure_widget(_figure(self._state, self.top))
         self._sync = FigureSync(self._fig, ghz_traces(self._state, self.top), ghz_layout(self._state))
         return W.VBox([self._header, self._fig], layout=W.Layout(width="100%"))
 

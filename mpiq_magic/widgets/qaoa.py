@@ -181,9 +181,9 @@ def qaoa_traces(state: _State) -> list[dict]:
     for plan in state.parts:
         if not plan.runs:
             continue
-        ys = state.energies.get(plan.index, [])
+        ys = list(state.energies.get(plan.index, []))  # copies: FigureSync compares with the last sent
         traces.append({
-            "type": "scatter", "x": state.steps.get(plan.index, []), "y": ys, "mode": "lines+markers",
+            "type": "scatter", "x": list(state.steps.get(plan.index, [])), "y": ys, "mode": "lines+markers",
             "marker": {"size": 4, "color": part_color(plan.index)}, "line": {"color": part_color(plan.index)},
             "name": f"part {plan.index} expected cut", "legendgroup": f"part{plan.index}", "showlegend": False,
             "hovertemplate": f"part {plan.index}" + (f" (optimum {plan.optimum:g})" if plan.optimum is not None else "")

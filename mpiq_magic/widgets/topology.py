@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .base import FigureSync, LiveView
+from .base import FigureSync, LiveView, figure_widget
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -342,7 +342,7 @@ class TopologyWidget(LiveView):
 
         self._header = W.HTML()
         traces, layout = topology_traces(self._topo, self._status), topology_layout(self._topo, self._status)
-        self._fig = go.FigureWidget([go.Scatter(**t) for t in traces], layout=layout)
+        self._fig = figure_widget([go.Scatter(**t) for t in traces], layout=layout)
         self._sync = FigureSync(self._fig, traces, layout)
         return W.VBox([self._header, self._fig], layout=W.Layout(width="100%"))
 
