@@ -283,7 +283,7 @@ def test_live_figures_open_their_comm_with_the_figure(make, monkeypatch):
     assert [t["meta"] for t in state["_widget_data"]] == [t.meta for t in fig.data] and len(fig.data) >= 2
     assert state["_widget_layout"]["meta"]["mpiq"] == view.name
     assert state["_widget_layout"]["title"]["text"] == fig.layout.title.text != ""
-    assert len(state["_esm"]) < 5000 and "_plotly_esm" in state["_esm"]
+    assert len(state["_esm"]) < 8000 and "_plotly_esm" in state["_esm"]
     assert state["_plotly_esm"] == str(go.FigureWidget._esm) and len(state["_plotly_esm"]) > 1_000_000
     view.release()
 

@@ -185,7 +185,7 @@ class LiveView(abc.ABC):
 #: The FigureWidget's frontend module (see :func:`figure_widget`): plotly's widget code is loaded
 #: once per page in the background; edits that arrive meanwhile are kept and replayed.
 _LIVE_FIGURE_ESM = """
-const KEY = "__mpiqPlotlyWidgetModule";
+const KEY = "__mpiqPlotlyWidgetModule", LAST = "__mpiqPlotlyWidgetLastInit", QUIET_MS = 3000;
 const EDITS = ["_py2js_addTraces", "_py2js_deleteTraces", "_py2js_moveTraces", "_py2js_restyle",
   "_py2js_relayout", "_py2js_update", "_py2js_animate", "_py2js_removeLayoutProps", "_py2js_removeTraceProps"];
 let widget = null;
@@ -197,9 +197,21 @@ export default {
       model.on("change:" + name, keep);
       keepers.push([name, keep]);
     }
+    // Importing the bundle blocks the page for seconds, and a figure model created meanwhile misses
+    // anywidget's 2 s deadline: start it once no figure model has been created for QUIET_MS.
+    globalThis[LAST] = performance.now();
     if (!globalThis[KEY]) {
-      const url = URL.createObjectURL(new Blob([model.get("_plotly_esm")], { type: "text/javascript" }));
-      globalThis[KEY] = import(url).finally(() => URL.revokeObjectURL(url));
+      const esm = model.get("_plotly_esm");
+      globalThis[KEY] = new Promise((resolve) => {
+        const wait = () => {
+          const quiet = performance.now() - globalThis[LAST];
+          quiet < QUIET_MS ? setTimeout(wait, QUIET_MS - quiet) : resolve();
+        };
+        wait();
+      }).then(() => {
+        const url = URL.createObjectURL(new Blob([esm], { type: "text/javascript" }));
+        return import(url).finally(() => URL.revokeObjectURL(url));
+      });
     }
     widget = globalThis[KEY].then((mod) => {
       const w = mod.default();
@@ -230,8 +242,10 @@ def figure_widget(figure: Any = None, **kwargs: Any) -> "go.FigureWidget":
     * anywidget applies a model's messages once that model's module has initialized, and drops
       them all for good if that takes over 2 s; plotly's module is a 4.6 MB bundle, imported afresh
       per figure (4-6 s each in headless Chromium at load 8-11): no in-place edit ever arrived.
-      This one's module is small: it imports plotly's bundle once per page in the background,
+      This one's module is small: it imports plotly's bundle once per page in the background
+      (once no figure model has been created for 3 s, as the import blocks the page for seconds),
       keeps the edits that arrive meanwhile and replays them into plotly's model before drawing.
+      A figure model created while that first import runs can still miss the deadline.
     """
     return _live_figure_class()(figure, **kwargs)
 
