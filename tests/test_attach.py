@@ -2,7 +2,8 @@
 ``mpiexec`` jobs attach, run the dispatch path and a collective GHZ across the merged hybrid
 communicator, release, and the service's job exits while the classical job goes on. Errors of the
 rendezvous (no service, a stale port file, a service busy with another client) are checked in
-this process."""
+this process; a notebook cluster attaches in a real kernel (scatter, %mpiq ghz, %mpiq barrier QQ/ALL
+across both jobs). The name-service rendezvous: tests/test_attach_names.py."""
 
 from __future__ import annotations
 
