@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import psutil
 
-    report: dict = {"cells": args.cells, "cycles": args.cycles, "quantum": args.quantum}
+    report: dict = {"cells": args.cells, "cycles": args.cycles, "quantum": args.quantum,
+                    "loadavg_start": Path("/proc/loadavg").read_text().split()[:3]}
     t0 = time.perf_counter()
     with KernelSession(timeout=300) as k:
         assert k.run("%load_ext mpiq_magic\nimport os\nos.environ['MPIQ_WIDGETS'] = 'widget'").error is None
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     report["orphans_after_kernel_exit"] = orphans
     report["kernel_pid"] = kernel_pid
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
+    report["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     delta = lambda ph: {k: round(ph["after"][k] - ph["before"][k], 1) for k in ph["before"]}  # noqa: E731
     report["cells_delta"] = delta(report["cells_phase"])
     report["cycles_delta"] = delta(report["cycles_phase"])
