@@ -258,9 +258,26 @@ def test_widget_mode_updates_figures_in_place_and_throttled():
     assert view.throttle.last_error is None
 
 
+def _partition_view():
+    from mpiq_magic.distribute import partition_circuit
+    from mpiq_magic.distribute.examples import ghz
+    from mpiq_magic.widgets import PartitionWidget
+
+    return PartitionWidget(partition_circuit(ghz(6), [3, 3], method="static"), mode="widget")
+
+
+def _qaoa_view():
+    import networkx as nx
+
+    from mpiq_magic.widgets import QAOAWidget
+
+    return QAOAWidget(nx.cycle_graph(6), mode="widget")
+
+
 @pytest.mark.parametrize("make", [
     lambda: TopologyWidget(TOPO, mode="widget"), lambda: BarrierWidget(mode="widget"), lambda: GHZWidget(12, 3, mode="widget"),
-], ids=["topology", "barrier", "ghz"])
+    _partition_view, _qaoa_view,
+], ids=["topology", "barrier", "ghz", "partition", "qaoa"])
 def test_live_figures_open_their_comm_with_the_figure(make, monkeypatch):
     """The frontend model is created from the comm-open message alone (JupyterLab drew a blank plot
     from a plain FigureWidget's empty first message): it must carry the traces and layout, and a
