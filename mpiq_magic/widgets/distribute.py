@@ -379,6 +379,7 @@ class PartitionWidget(LiveView):
         # changes (rare): plotly sends in-place edits as one-off messages, and a page still loading
         # plotly's widget code (the first figure shown) drops them -- an empty figure shown, then
         # filled right away (a partition event just after show()), stayed blank in JupyterLab.
+        # figure_widget() now keeps such edits too; this path stays as its tests pin it down.
         if self._fig is None or self._synced_view is not self._view:
             if self._drawable():
                 self._new_figure()
