@@ -301,7 +301,7 @@ def test_unpicklable_data_fails_every_member_at_once(tmp_path):
     is sent, and every receiver learns it at once (not after its 60 s timeout)."""
     script = tmp_path / "unpicklable.py"
     script.write_text(UNPICKLABLE)
-    proc = subprocess.run(["timeout", "100", *MPIQ, "run", *extra, "-c", "1", "-q", "2", str(script)],
+    proc = subprocess.run(["timeout", "100", *MPIQ, "run", "-c", "1", "-q", "2", str(script)],
                           capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     got = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in tmp_path.glob("unpicklable-*.json")}

@@ -258,6 +258,53 @@ def test_widget_mode_updates_figures_in_place_and_throttled():
     assert view.throttle.last_error is None
 
 
+def _partition_view():
+    from mpiq_magic.distribute import partition_circuit
+    from mpiq_magic.distribute.examples import ghz
+    from mpiq_magic.widgets import PartitionWidget
+
+    return PartitionWidget(partition_circuit(ghz(6), [3, 3], method="static"), mode="widget")
+
+
+def _qaoa_view():
+    import networkx as nx
+
+    from mpiq_magic.widgets import QAOAWidget
+
+    return QAOAWidget(nx.cycle_graph(6), mode="widget")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TopologyWidget(TOPO, mode="widget"), lambda: BarrierWidget(mode="widget"), lambda: GHZWidget(12, 3, mode="widget"),
+    _partition_view, _qaoa_view,
+], ids=["topology", "barrier", "ghz", "partition", "qaoa"])
+def test_live_figures_open_their_comm_with_the_figure(make, monkeypatch):
+    """The frontend model is created from the comm-open message alone (JupyterLab drew a blank plot
+    from a plain FigureWidget's empty first message): it must carry the traces and layout, and a
+    small module that loads plotly's widget bundle (sent alongside) in the background."""
+    import comm
+    import plotly.graph_objects as go
+
+    opened: list[dict] = []
+    create = comm.create_comm
+
+    def spy(**kwargs):
+        opened.append(kwargs["data"]["state"])
+        return create(**kwargs)
+
+    monkeypatch.setattr(comm, "create_comm", spy)
+    view = make()
+    view.widget
+    fig = view._fig
+    state = next(s for s in opened if s.get("_model_name") == "AnyModel")
+    assert [t["meta"] for t in state["_widget_data"]] == [t.meta for t in fig.data] and len(fig.data) >= 2
+    assert state["_widget_layout"]["meta"]["mpiq"] == view.name
+    assert state["_widget_layout"]["title"]["text"] == fig.layout.title.text != ""
+    assert len(state["_esm"]) < 8000 and "_plotly_esm" in state["_esm"]
+    assert state["_plotly_esm"] == str(go.FigureWidget._esm) and len(state["_plotly_esm"]) > 1_000_000
+    view.release()
+
+
 def test_topology_status_updates_live():
     view = TopologyWidget(TOPO, mode="widget")
     view.widget

@@ -177,8 +177,6 @@ class _State:
 def barrier_figure(records: Iterable[Any], keep: int = DEFAULT_KEEP) -> "go.Figure":
     """Static figure: the last ``keep`` of ``records`` (``BarrierRecord`` or ``to_dict()``) on a
     shared time axis, and the release skew distribution over all of them."""
-    import plotly.graph_objects as go
-
     state = _State(keep)
     for r in _records(records):
         state.add(r)

@@ -182,26 +182,84 @@ class LiveView(abc.ABC):
             return self.summary()
 
 
-def figure_widget(figure: Any = None, **kwargs: Any) -> "go.FigureWidget":
-    """A plotly ``FigureWidget`` whose frontend model is created holding ``figure``'s traces and
-    layout (same arguments as ``go.FigureWidget``).
+#: The FigureWidget's frontend module (see :func:`figure_widget`): plotly's widget code is loaded
+#: once per page in the background; edits that arrive meanwhile are kept and replayed.
+_LIVE_FIGURE_ESM = """
+const KEY = "__mpiqPlotlyWidgetModule", LAST = "__mpiqPlotlyWidgetLastInit", QUIET_MS = 3000;
+const EDITS = ["_py2js_addTraces", "_py2js_deleteTraces", "_py2js_moveTraces", "_py2js_restyle",
+  "_py2js_relayout", "_py2js_update", "_py2js_animate", "_py2js_removeLayoutProps", "_py2js_removeTraceProps"];
+let widget = null;
+export default {
+  initialize({ model }) {
+    const pending = [], keepers = [];
+    for (const name of EDITS) {
+      const keep = () => { const v = model.get(name); if (v !== null) pending.push([name, v]); };
+      model.on("change:" + name, keep);
+      keepers.push([name, keep]);
+    }
+    // Importing the bundle blocks the page for seconds, and a figure model created meanwhile misses
+    // anywidget's 2 s deadline: start it once no figure model has been created for QUIET_MS.
+    globalThis[LAST] = performance.now();
+    if (!globalThis[KEY]) {
+      const esm = model.get("_plotly_esm");
+      globalThis[KEY] = new Promise((resolve) => {
+        const wait = () => {
+          const quiet = performance.now() - globalThis[LAST];
+          quiet < QUIET_MS ? setTimeout(wait, QUIET_MS - quiet) : resolve();
+        };
+        wait();
+      }).then(() => {
+        const url = URL.createObjectURL(new Blob([esm], { type: "text/javascript" }));
+        return import(url).finally(() => URL.revokeObjectURL(url));
+      });
+    }
+    widget = globalThis[KEY].then((mod) => {
+      const w = mod.default();
+      for (const [name, keep] of keepers) model.off("change:" + name, keep);
+      w.initialize({ model });
+      for (const [name, v] of pending) { model.set(name, v); model.set(name, null); }
+      return w;
+    });
+  },
+  async render({ model, el, signal }) {
+    const w = await widget;
+    return w.render({ model, el, signal });
+  },
+};
+"""
 
-    A plain ``FigureWidget`` opens its comm with an empty ``_widget_data``/``_widget_layout`` and
-    sends the figure in a second message. anywidget (0.11) applies a model's messages only once
-    that model's module has loaded (a fresh 4.6 MB plotly bundle per figure) and, past 2 s, never;
-    plotly's view draws once, from the model's state at render time. So in JupyterLab such a figure
-    rendered blank (default axes, no title) and the later in-place edits had no traces to edit.
-    This one opens its comm only after the figure is set, so the first message carries it.
+
+def figure_widget(figure: Any = None, **kwargs: Any) -> "go.FigureWidget":
+    """A plotly ``FigureWidget`` that shows and updates in JupyterLab (same arguments as
+    ``go.FigureWidget``).
+
+    Two failures of a plain ``FigureWidget`` (plotly 7.1, anywidget 0.11), seen in JupyterLab:
+
+    * it opens its comm with an empty ``_widget_data``/``_widget_layout`` and sends the figure in a
+      second message, which the frontend applies only after plotly's view has drawn (once, from
+      the model's state then): the figure rendered blank (default axes, no title). This one opens
+      its comm once the figure is set, so the first message carries it.
+    * anywidget applies a model's messages once that model's module has initialized, and drops
+      them all for good if that takes over 2 s; plotly's module is a 4.6 MB bundle, imported afresh
+      per figure (4-6 s each in headless Chromium at load 8-11): no in-place edit ever arrived.
+      This one's module is small: it imports plotly's bundle once per page in the background
+      (once no figure model has been created for 3 s, as the import blocks the page for seconds),
+      keeps the edits that arrive meanwhile and replays them into plotly's model before drawing.
+      A figure model created while that first import runs can still miss the deadline.
     """
-    return _deferred_open_class()(figure, **kwargs)
+    return _live_figure_class()(figure, **kwargs)
 
 
 @functools.cache
-def _deferred_open_class() -> type:
+def _live_figure_class() -> type:
     import plotly.graph_objects as go
+    import traitlets
 
     class LiveFigureWidget(go.FigureWidget):
-        """``FigureWidget`` that opens its comm once constructed (see :func:`figure_widget`)."""
+        """``FigureWidget`` with the fixes described in :func:`figure_widget`."""
+
+        _esm = _LIVE_FIGURE_ESM
+        _plotly_esm = traitlets.Unicode(str(go.FigureWidget._esm)).tag(sync=True)
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._mpiq_constructing = True

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .base import FigureSync, LiveView
+from .base import FigureSync, LiveView, figure_widget
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -364,10 +364,8 @@ class PartitionWidget(LiveView):
 
     def _new_figure(self) -> None:
         """A FigureWidget holding the current state from the start (see :meth:`_sync_panel`)."""
-        import plotly.graph_objects as go
-
         old = self._fig
-        self._fig = go.FigureWidget(_figure(self._view, self._progress, self._title()))
+        self._fig = figure_widget(_figure(self._view, self._progress, self._title()))
         self._sync = FigureSync(self._fig, partition_traces(self._view, self._progress),
                                 partition_layout(self._view, self._progress, self._title()))
         self._synced_view = self._view
@@ -381,6 +379,7 @@ class PartitionWidget(LiveView):
         # changes (rare): plotly sends in-place edits as one-off messages, and a page still loading
         # plotly's widget code (the first figure shown) drops them -- an empty figure shown, then
         # filled right away (a partition event just after show()), stayed blank in JupyterLab.
+        # figure_widget() now keeps such edits too; this path stays as its tests pin it down.
         if self._fig is None or self._synced_view is not self._view:
             if self._drawable():
                 self._new_figure()

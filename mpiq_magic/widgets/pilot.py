@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .base import FigureSync, LiveView
+from .base import FigureSync, LiveView, figure_widget
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -250,12 +250,11 @@ class PilotView(LiveView):
 
     def _build_panel(self) -> "ipywidgets.Widget":
         import ipywidgets as W
-        import plotly.graph_objects as go
 
         rows, now = self.rows(), time.time()
         self._header = W.HTML()
         self._table = W.HTML(layout=W.Layout(max_height="320px", overflow="auto"))
-        self._fig = go.FigureWidget(pilot_timeline_figure(rows, now))
+        self._fig = figure_widget(pilot_timeline_figure(rows, now))
         self._sync = FigureSync(self._fig, *_traces_and_layout(rows, now))
         return W.VBox([self._header, self._fig, self._table], layout=W.Layout(width="100%"))
 

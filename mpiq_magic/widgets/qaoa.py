@@ -12,7 +12,7 @@ import html
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .base import FigureSync, LiveView
+from .base import FigureSync, LiveView, figure_widget
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -416,13 +416,11 @@ class QAOAWidget(LiveView):
         return self._box
 
     def _sync_panel(self) -> None:
-        import plotly.graph_objects as go
-
         assert self._box is not None and self._header is not None
         traces, layout = qaoa_traces(self._state), qaoa_layout(self._state)
         if self._fig is None or len(traces) != len(self._fig.data):  # the plan adds traces: a new figure
             old = self._fig
-            self._fig = go.FigureWidget(_figure(self._state))
+            self._fig = figure_widget(_figure(self._state))
             self._sync = FigureSync(self._fig, traces, layout)
             self._box.children = (self._header, self._fig)
             if old is not None:
