@@ -13,19 +13,14 @@ from pathlib import Path
 import pytest
 
 from pilot_fixtures import TESTS, alive
+from slurm_fixtures import require_test_slurm
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def slurm_env():
-    if subprocess.run(["which", "sbatch"], capture_output=True).returncode != 0:
-        pytest.skip("SLURM is not installed here (Debian: apt-get install slurm-wlm munge, or run .ci/run as root).")
-    proc = subprocess.run(["timeout", "90", str(REPO / ".ci" / "slurm-up.sh")], capture_output=True, text=True)
-    if proc.returncode == 3:
-        pytest.skip(proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, f"the test SLURM did not come up:\n{proc.stderr}"
-    conf = os.environ.get("MPIQ_SLURM_DIR", "/tmp/mpiq-slurm") + "/slurm.conf"
+    conf = require_test_slurm()
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = conf  # sbatch/scancel run by ipyparallel's launcher read it
     yield conf

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mpiq_magic.cli import main
+from slurm_fixtures import require_test_slurm
 from mpiq_magic.kernel import load_devices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,14 +63,7 @@ time.sleep(2)
 @pytest.fixture(scope="session")
 def slurm():
     """The environment for sbatch/srun on the test SLURM (starts it once; skips if it cannot run)."""
-    conf = os.environ.get("MPIQ_SLURM_DIR", "/tmp/mpiq-slurm") + "/slurm.conf"
-    env = {**os.environ, "SLURM_CONF": conf}
-    if subprocess.run(["which", "sbatch"], capture_output=True).returncode != 0:
-        pytest.skip("SLURM is not installed here (Debian: apt-get install slurm-wlm munge, or run .ci/run as root).")
-    proc = subprocess.run(["timeout", "90", str(REPO / ".ci" / "slurm-up.sh")], capture_output=True, text=True)
-    if proc.returncode == 3:
-        pytest.skip(proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, f"the test SLURM did not come up:\n{proc.stderr}"
+    env = {**os.environ, "SLURM_CONF": require_test_slurm()}
     # the jobs run this checkout's code with this Python
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env["UCX_LOG_LEVEL"] = "error"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from slurm_fixtures import require_test_slurm
 from tests.cluster_fixtures import KernelSession
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,14 +22,9 @@ pytestmark = [pytest.mark.mpi, pytest.mark.slurm, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def slurm_kernel():
     """A real kernel whose sbatch/squeue/scancel talk to the test SLURM (started if it is not up)."""
-    if subprocess.run(["which", "sbatch"], capture_output=True).returncode != 0:
-        pytest.skip("SLURM is not installed here (Debian: apt-get install slurm-wlm munge, or run .ci/run as root).")
-    proc = subprocess.run(["timeout", "90", str(REPO / ".ci" / "slurm-up.sh")], capture_output=True, text=True)
-    if proc.returncode == 3:
-        pytest.skip(proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, f"the test SLURM did not come up:\n{proc.stderr}"
+    conf = require_test_slurm()
     saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "PYTHONPATH", "UCX_LOG_LEVEL")}
-    os.environ["SLURM_CONF"] = os.environ.get("MPIQ_SLURM_DIR", "/tmp/mpiq-slurm") + "/slurm.conf"
+    os.environ["SLURM_CONF"] = conf
     # the engines run in the job with the kernel's environment (--export=ALL): this checkout's code
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p)
     os.environ["UCX_LOG_LEVEL"] = "error"

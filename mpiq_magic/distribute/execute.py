@@ -420,14 +420,14 @@ def clbit_observables(circuit: QuantumCircuit, observables) -> tuple[list | None
     samples (each qubit's last measurement; clbit i = qubit i when the circuit measures nothing),
     or ``(None, reason)`` where Z-basis samples cannot estimate them (an X or Y term, or a
     qubit of a term never measured). ``([], None)`` without observables."""
-    from qiskit.quantum_info import Pauli, PauliList, SparsePauliOp
+    from qiskit.quantum_info import SparsePauliOp
+
+    from .qpd import observable_ops
 
     if observables is None:
         return [], None
-    items = [observables] if isinstance(observables, (str, Pauli, SparsePauliOp)) else list(observables)
-    if isinstance(observables, PauliList):
-        items = list(observables)
     n = circuit.num_qubits
+    ops = observable_ops(observables, n)
     measured = {}
     for inst in circuit.data:
         if inst.operation.name == "measure":
@@ -437,14 +437,7 @@ def clbit_observables(circuit: QuantumCircuit, observables) -> tuple[list | None
     else:
         nbits = circuit.num_clbits
     out = []
-    for i, item in enumerate(items):
-        try:
-            op = SparsePauliOp(item)
-        except Exception as exc:  # noqa: BLE001 - reported with the item
-            raise PartitionError(f"Observable {i} ({item!r}) is not a Pauli string or SparsePauliOp: {exc}.") from None
-        if op.num_qubits != n:
-            raise PartitionError(f"Observable {i} acts on {op.num_qubits} qubits but the circuit has {n}; give "
-                                 "one Pauli letter per qubit (qubit 0 rightmost).")
+    for i, (item, op) in enumerate(ops):
         if np.any(op.paulis.x):
             return None, f"Observable {i} ({item!r}) has X or Y terms, which Z-basis samples cannot estimate."
         labels = []

@@ -162,15 +162,16 @@ class QPDResult:
 
 
 # ----------------------------------------------------------------------------- planning
-def _observables(observables, n: int):
+def observable_ops(observables, n: int) -> list[tuple[Any, Any]]:
+    """``(item, SparsePauliOp)`` for each observable given (a Pauli string, ``Pauli``,
+    ``SparsePauliOp``, ``PauliList`` or a list of them) over ``n`` qubits; QPDError naming the
+    one that is not an observable or has the wrong width."""
     from qiskit.quantum_info import Pauli, PauliList, SparsePauliOp
 
     items = [observables] if isinstance(observables, (str, Pauli, SparsePauliOp)) else list(observables or [])
     if isinstance(observables, PauliList):
         items = list(observables)
-    if not items:
-        raise QPDError("cut_and_run needs at least one observable (a Pauli string or a SparsePauliOp).")
-    ops = []
+    out = []
     for i, item in enumerate(items):
         try:
             op = SparsePauliOp(item)
@@ -181,7 +182,16 @@ def _observables(observables, n: int):
                 f"Observable {i} acts on {op.num_qubits} qubits but the circuit has {n}; give one Pauli "
                 "letter per qubit (qubit 0 rightmost)."
             )
-        ops.append(op.simplify(atol=0))
+        out.append((item, op))
+    return out
+
+
+def _observables(observables, n: int):
+    from qiskit.quantum_info import PauliList
+
+    ops = [op.simplify(atol=0) for _, op in observable_ops(observables, n)]
+    if not ops:
+        raise QPDError("cut_and_run needs at least one observable (a Pauli string or a SparsePauliOp).")
     seen: dict[str, int] = {}
     for op in ops:
         for p in op.paulis:
