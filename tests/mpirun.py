@@ -77,7 +77,12 @@ def results(proc: subprocess.CompletedProcess) -> list[dict]:
     if directory:
         for path in sorted(Path(directory).glob("*.json")):
             out.extend(json.loads(line) for line in path.read_text().splitlines() if line)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            out.append(json.loads(line[len("RESULT "):]))
+    # ranks share one stdout, so two ranks' lines can run together ("RESULT {...}RESULT {...}"):
+    # decode each object from its marker rather than by line
+    decoder, text, marker = json.JSONDecoder(), proc.stdout, "RESULT {"
+    start = text.find(marker)
+    while start != -1:
+        obj, end = decoder.raw_decode(text, start + len(marker) - 1)
+        out.append(obj)
+        start = text.find(marker, end)
     return out
