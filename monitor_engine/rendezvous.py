@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -78,7 +79,7 @@ class ServiceInfo:
                    data["started"], data.get("slurm_job_id"), path)
 
 
-class Rendezvous:
+class Rendezvous(ABC):
     """Where a service and its clients meet. Every method runs on one rank (rank 0) of its side.
 
     Service side: :meth:`announce` (raises :class:`UsageError` when another live service owns
@@ -91,18 +92,22 @@ class Rendezvous:
     kind = ""
 
     @property
-    def where(self) -> str:  # pragma: no cover - abstract
+    @abstractmethod
+    def where(self) -> str:
         """A sentence fragment naming the place, e.g. ``the port directory /shared/qpu``."""
-        raise NotImplementedError
+        ...
 
-    def announce(self, port: str, record: dict) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def announce(self, port: str, record: dict) -> None:
+        ...
 
-    def withdraw(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def withdraw(self) -> None:
+        ...
 
-    def service(self) -> ServiceInfo | None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def service(self) -> ServiceInfo | None:
+        ...
 
     def stale_reason(self, info: ServiceInfo) -> str | None:
         """Why ``info``'s service is gone (a sentence fragment), or None while it may be alive."""
@@ -110,26 +115,33 @@ class Rendezvous:
             return f"its process {info.pid} on {info.host} no longer exists"
         return None
 
-    def stale_error(self, info: ServiceInfo, reason: str) -> ServiceError:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def stale_error(self, info: ServiceInfo, reason: str) -> ServiceError:
+        ...
 
-    def queue(self, record: dict) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def queue(self, record: dict) -> None:
+        ...
 
-    def holder(self) -> dict | None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def holder(self) -> dict | None:
+        ...
 
-    def leave(self, claim_id: str) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def leave(self, claim_id: str) -> None:
+        ...
 
-    def accept(self, claim_id: str) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def accept(self, claim_id: str) -> None:
+        ...
 
-    def accepting(self) -> str | None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def accepting(self) -> str | None:
+        ...
 
-    def end_session(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def end_session(self) -> None:
+        ...
 
     def log_session(self, session: dict) -> None:
         """Keep a finished session's record where accounting finds it (port directory only)."""

@@ -16,6 +16,7 @@ times out leaves the request active (as in MPI); the error names what is still m
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 from mpi4py import MPI
@@ -101,7 +102,7 @@ class Engine:
             ENGINES.remove(self)
 
 
-class Request:
+class Request(ABC):
     """A non-blocking MPI-Q operation: ``test()``, ``wait(timeout=)``, ``cancel()``."""
 
     __slots__ = ("_describe", "_timeout", "_state", "_value", "_consumed")
@@ -121,8 +122,9 @@ class Request:
             d = self._describe = d()
         return d
 
-    def _advance(self) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _advance(self) -> bool:
+        """Make progress; True once the request is complete."""
 
     @property
     def done(self) -> bool:
@@ -180,8 +182,9 @@ class _Receive(Request):
     def accepts(self, source: int, tag: int) -> bool:
         return (self.source == ANY_SOURCE or self.source == source) and (self.tag == ANY_TAG or self.tag == tag)
 
-    def match(self, msg: MPI.Message, st: MPI.Status, source: int, tag: int) -> None:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def match(self, msg: MPI.Message, st: MPI.Status, source: int, tag: int) -> None:
+        """Take the matched message ``msg`` (from ``source`` with ``tag``) off the wire."""
 
     def cancel(self) -> bool:
         if self._state == _QUEUED:
