@@ -79,10 +79,10 @@ def results(proc: subprocess.CompletedProcess) -> list[dict]:
             out.extend(json.loads(line) for line in path.read_text().splitlines() if line)
     # ranks share one stdout, so two ranks' lines can run together ("RESULT {...}RESULT {...}"):
     # decode each object from its marker rather than by line
-    decoder, text, marker = json.JSONDecoder(), proc.stdout, "RESULT {"
+    decoder, text, marker = json.JSONDecoder(), proc.stdout, "RESULT "
     start = text.find(marker)
     while start != -1:
-        obj, end = decoder.raw_decode(text, start + len(marker) - 1)
+        obj, end = decoder.raw_decode(text, start + len(marker))
         out.append(obj)
         start = text.find(marker, end)
     return out
