@@ -18,6 +18,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,14 +28,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .lifecycle import HybridCluster
 
 
-class EngineLauncher:
+class EngineLauncher(ABC):
     """Configures ipyparallel for one way of starting the engines (see the module docstring)."""
 
     name = ""
 
-    def configure(self, cluster: "HybridCluster", cfg: Any) -> dict[str, Any]:  # pragma: no cover
+    @abstractmethod
+    def configure(self, cluster: "HybridCluster", cfg: Any) -> dict[str, Any]:
         """Fill ``cfg`` (a traitlets ``Config``); return ``ipyparallel.Cluster`` keyword arguments."""
-        raise NotImplementedError
 
     def ended(self, ipp_cluster: Any) -> str | None:
         """Why the engines' job ended before every engine registered (None while it may still come)."""
